@@ -113,14 +113,20 @@ class Inventory:
         """Parse a saved inventory; raises PlanError naming the first bad field."""
         try:
             if doc["format_version"] != 1:
-                raise InventoryError(f"unsupported inventory format_version {doc['format_version']!r}")
+                raise InventoryError(
+                    f"unsupported inventory format_version {doc['format_version']!r}"
+                )
             taken_at = parse_created(doc["taken_at"])
             if taken_at is None:
                 raise InventoryError(f"inventory taken_at {doc['taken_at']!r} is not a valid time")
             repos = []
             for r in doc["repositories"]:
-                tags = tuple(sorted((Tag(n, d) for n, d in r["tags"].items()), key=lambda t: t.name))
-                images = tuple(sorted((_image_from(i) for i in r["images"]), key=lambda i: i.digest))
+                tags = tuple(
+                    sorted((Tag(n, d) for n, d in r["tags"].items()), key=lambda t: t.name)
+                )
+                images = tuple(
+                    sorted((_image_from(i) for i in r["images"]), key=lambda i: i.digest)
+                )
                 repos.append(Repository(name=r["name"], tags=tags, images=images))
             return cls(
                 registry=str(doc["registry"]),
