@@ -155,7 +155,9 @@ class _Walker:
         artifact = (
             manifest.subject is not None
             or manifest.artifact_type is not None
-            or (manifest.config is not None and manifest.config.media_type not in IMAGE_CONFIG_TYPES)
+            or (
+                manifest.config is not None and manifest.config.media_type not in IMAGE_CONFIG_TYPES
+            )
             or (bool(tag_list) and all(cosign_subject(t) for t in tag_list))
         )
         return Image(
