@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from retention.errors import AuthError
-from retention.policy.model import RegistryConfig
 
 logger = logging.getLogger(__name__)
 
@@ -546,17 +545,18 @@ def _from_helper(
 
 
 def resolve_credentials(
-    config: RegistryConfig,
+    registry_url: str,
+    policy_auth: tuple[str, str] | None,
     env: Mapping[str, str],
     *,
     run: HelperRunner = run_credential_helper,
 ) -> Credentials | None:
-    """Credentials for the registry, in order: the policy's `registry.auth`; the docker config's
-    `credHelpers` entry for the host, else its `credsStore`, else its `auths` entry; else None
-    (anonymous). A helper that has nothing for the host falls through to `auths`.
+    """Credentials for the registry, in order: the policy's `registry.auth` (username, password);
+    the docker config's `credHelpers` entry for the host, else its `credsStore`, else its `auths`
+    entry; else None (anonymous). A helper that has nothing for the host falls through to `auths`.
     """
-    if config.auth is not None:
-        return Credentials(config.auth.username, config.auth.password, source="policy")
+    if policy_auth is not None:
+        return Credentials(policy_auth[0], policy_auth[1], source="policy")
     path = docker_config_path(env)
     if path is None:
         return None
@@ -567,7 +567,7 @@ def resolve_credentials(
     except (OSError, UnicodeDecodeError) as exc:
         raise AuthError(f"cannot read docker config {path}: {exc.__class__.__name__}") from exc
     docker = parse_docker_config(text, str(path))
-    key = registry_host_key(config.url)
+    key = registry_host_key(registry_url)
     server = DOCKER_HUB_KEY if key == "index.docker.io" else key
     helper = docker.helper_for(key) or docker.creds_store
     if helper is not None:

@@ -298,7 +298,10 @@ class RegistryClient:
         self._rand = rand
         self._page_size = max(1, min(page_size, PAGE_SIZE))
         self._tokens = TokenCache(clock)
-        self._credentials: Credentials | None = resolve_credentials(config, self._env)
+        policy_auth = (config.auth.username, config.auth.password) if config.auth else None
+        self._credentials: Credentials | None = resolve_credentials(
+            self.url, policy_auth, self._env
+        )
         self.credential_source = (
             self._credentials.source if self._credentials is not None else "anonymous"
         )
