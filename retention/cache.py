@@ -46,9 +46,9 @@ class DigestCache:
 
     def put(self, digest: str, data: bytes) -> None:
         """Store `data` under `digest`; refuses bytes that do not hash to it."""
+        path = self._path(digest)
         if digest_of(data, digest.split(":", 1)[0]) != digest:
             raise CacheError(f"refusing to cache bytes under the wrong digest {digest}")
-        path = self._path(digest)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
