@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from retention.errors import ScheduleError
 from retention.model import Inventory, Kind
-from retention.policy.model import Gc
 
 log = logging.getLogger(__name__)
 
@@ -81,29 +80,34 @@ def _tail(text: str, limit: int = OUTPUT_LIMIT) -> str:
 
 
 def run_gc(
-    gc: Gc,
+    command: Sequence[str],
     *,
+    storage_path: str | None = None,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     env: Mapping[str, str] | None = None,
 ) -> GcResult:
-    """Run `gc.command` (argv, no shell) with a timeout, capturing stdout and stderr together.
+    """Run the policy's `gc.command` (argv, no shell) with a timeout, stdout and stderr together.
+
+    With `storage_path` (the policy's `gc.storage_path`) the storage is walked before and after.
 
     Never raises for a failure of the step: a command that cannot start, exits non-zero or times
     out gives a result with `ok` False and the reason, so the run record keeps what was deleted.
     The command runs in its own session so that Ctrl-C at a terminal does not interrupt it, and
     so that at the timeout its whole process group (a wrapper script's children too) is killed.
     """
-    command = tuple(gc.command)
+    argv = tuple(command)
+    if not argv:
+        return GcResult(argv, None, "", error="gc.command is empty")
     before: int | None = None
-    if gc.storage_path is not None:
+    if storage_path is not None:
         try:
-            before = storage_bytes(gc.storage_path)
+            before = storage_bytes(storage_path)
         except ScheduleError as exc:
-            return GcResult(command, None, "", error=f"{exc.message}; garbage collection not run")
-    log.info("running garbage collection: %s", " ".join(command))
+            return GcResult(argv, None, "", error=f"{exc.message}; garbage collection not run")
+    log.info("running garbage collection: %s", " ".join(argv))
     try:
         proc = subprocess.Popen(
-            command,
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -111,7 +115,7 @@ def run_gc(
             start_new_session=True,
         )
     except OSError as exc:
-        return GcResult(command, None, "", before, error=f"cannot run {command[0]!r}: {exc}")
+        return GcResult(argv, None, "", before, error=f"cannot run {argv[0]!r}: {exc}")
     error = None
     try:
         raw, _ = proc.communicate(timeout=timeout)
@@ -130,14 +134,14 @@ def run_gc(
     output = _tail(raw.decode("utf-8", "replace"))
     exit_code = None if error else proc.returncode
     after: int | None = None
-    if gc.storage_path is not None:
+    if storage_path is not None:
         try:
-            after = storage_bytes(gc.storage_path)
+            after = storage_bytes(storage_path)
         except ScheduleError as exc:
             error = error or exc.message
     if exit_code not in (0, None):
         log.error("garbage collection exited %s: %s", exit_code, output.strip()[-500:])
-    return GcResult(command, exit_code, output, before, after, error)
+    return GcResult(argv, exit_code, output, before, after, error)
 
 
 def deletes_untagged(command: Sequence[str]) -> bool:
@@ -163,13 +167,13 @@ def deletes_untagged(command: Sequence[str]) -> bool:
     return False
 
 
-def untagged_warnings(gc: Gc, inventory: Inventory) -> list[str]:
+def untagged_warnings(command: Sequence[str], inventory: Inventory) -> list[str]:
     """Warnings for a `--delete-untagged` collector given what the registry holds (§1.9).
 
     On distribution 2.x `-m` deletes the platform manifests of tagged multi-platform indexes, and
     on every version the untagged OCI referrers (signatures, SBOMs) of kept images.
     """
-    if not deletes_untagged(gc.command):
+    if not deletes_untagged(command):
         return []
     indexes = [
         f"{repo.name}@{image.digest}"

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from retention.gc import OUTPUT_LIMIT, run_gc, storage_bytes
-from retention.policy.model import Gc
 
 
 def script(code: str, *args: str) -> tuple[str, ...]:
@@ -28,20 +27,20 @@ def test_success_captures_output_and_measures_the_bytes_freed(tmp_path: Path) ->
         "print('to stderr', file=sys.stderr)",
         str(storage / "blobs" / "ab" / "data"),
     )
-    result = run_gc(Gc(command, storage_path=str(storage)))
+    result = run_gc(command, storage_path=str(storage))
     assert result.ok and result.exit_code == 0
     assert "1 blobs eligible for deletion" in result.output and "to stderr" in result.output
     assert (result.bytes_before, result.bytes_after, result.bytes_freed) == (4196, 100, 4096)
 
 
 def test_non_zero_exit_is_a_failure_with_its_output(tmp_path: Path) -> None:
-    result = run_gc(Gc(script("import sys; print('failed to mark: boom'); sys.exit(3)")))
+    result = run_gc(script("import sys; print('failed to mark: boom'); sys.exit(3)"))
     assert not result.ok and result.exit_code == 3
     assert "failed to mark: boom" in result.output and result.error is None
 
 
 def test_a_command_that_cannot_start_is_a_failure_not_an_exception(tmp_path: Path) -> None:
-    result = run_gc(Gc((str(tmp_path / "no-such-registry"), "garbage-collect")))
+    result = run_gc((str(tmp_path / "no-such-registry"), "garbage-collect"))
     assert not result.ok and result.exit_code is None
     assert result.error is not None and "cannot run" in result.error
 
@@ -49,14 +48,14 @@ def test_a_command_that_cannot_start_is_a_failure_not_an_exception(tmp_path: Pat
 def test_a_missing_storage_path_stops_before_running(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     command = script(f"open({str(marker)!r}, 'w').close()")
-    result = run_gc(Gc(command, storage_path=str(tmp_path / "missing")))
+    result = run_gc(command, storage_path=str(tmp_path / "missing"))
     assert not result.ok and not marker.exists()
     assert result.error is not None and "is not a directory" in result.error
 
 
 def test_no_shell_is_involved(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    result = run_gc(Gc(script("import sys; print(sys.argv[1])", f"; touch {marker}")))
+    result = run_gc(script("import sys; print(sys.argv[1])", f"; touch {marker}"))
     assert result.ok and f"; touch {marker}" in result.output and not marker.exists()
 
 
@@ -69,7 +68,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
         "print('grandchild', child.pid, flush=True)\n"
         "time.sleep(300)\n"
     )
-    result = run_gc(Gc(script(code)), timeout=1)
+    result = run_gc(script(code), timeout=1)
     assert not result.ok and result.exit_code is None
     assert result.error == "timed out after 1 s and was killed"
     pid = int(result.output.split()[1])
@@ -79,7 +78,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
 
 
 def test_long_output_keeps_the_tail(tmp_path: Path) -> None:
-    result = run_gc(Gc(script("print('a' * 100000 + 'THE END')")))
+    result = run_gc(script("print('a' * 100000 + 'THE END')"))
     assert result.ok
     assert result.output.endswith("THE END\n")
     assert result.output.startswith("[... ")

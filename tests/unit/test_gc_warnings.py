@@ -9,7 +9,6 @@ import pytest
 from retention.gc import GcResult, deletes_untagged, untagged_warnings
 from retention.model import Image, Inventory, Kind, Repository, Tag
 from retention.oci import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
-from retention.policy.model import Gc
 
 GC = ["docker-registry", "garbage-collect", "/etc/docker/registry/config.yml"]
 
@@ -90,22 +89,22 @@ SIGNED = Repository(
 
 
 def test_no_warning_without_delete_untagged() -> None:
-    assert untagged_warnings(Gc(tuple(GC)), inventory(PLAIN, MULTI, SIGNED)) == []
+    assert untagged_warnings(GC, inventory(PLAIN, MULTI, SIGNED)) == []
 
 
 def test_no_warning_when_nothing_is_at_risk() -> None:
-    assert untagged_warnings(Gc((*GC, "-m")), inventory(PLAIN)) == []
+    assert untagged_warnings([*GC, "-m"], inventory(PLAIN)) == []
 
 
 def test_indexes_with_delete_untagged_warn_naming_one() -> None:
-    (warning,) = untagged_warnings(Gc((*GC, "-m")), inventory(PLAIN, MULTI))
+    (warning,) = untagged_warnings([*GC, "-m"], inventory(PLAIN, MULTI))
     assert "1 multi-platform index(es)" in warning
     assert f"apps/multi@{digest(10)}" in warning
     assert "distribution 2.x" in warning and "#3178" in warning
 
 
 def test_untagged_referrers_with_delete_untagged_warn() -> None:
-    warnings = untagged_warnings(Gc((*GC, "--delete-untagged")), inventory(MULTI, SIGNED))
+    warnings = untagged_warnings([*GC, "--delete-untagged"], inventory(MULTI, SIGNED))
     assert len(warnings) == 2
     assert f"apps/signed@{digest(21)}" in warnings[1]
 
