@@ -189,6 +189,7 @@ class RunOutcome:
     gc_bytes_freed: int | None = None
     gc_error: str | None = None  # could not start, timed out
     warnings: tuple[str, ...] = ()
+    error: str | None = None  # why the run failed although it returned (apply stopped, gc failed)
 
     @property
     def gc_failed(self) -> bool:
@@ -284,6 +285,7 @@ class RunRecord:
                     gc_bytes_freed=gc.get("bytes_freed"),
                     gc_error=gc.get("error"),
                     warnings=tuple(str(w) for w in doc["warnings"]),
+                    error=doc["error"],
                 )
             status = doc["status"]
             if status not in ("ok", "partial", "failed", "skipped"):
@@ -303,8 +305,8 @@ class RunRecord:
 
 
 def status_of(outcome: RunOutcome) -> Status:
-    """ok; partial when some deletions failed; failed when garbage collection failed."""
-    if outcome.gc_failed:
+    """ok; partial when some deletions failed; failed when apply stopped or gc failed."""
+    if outcome.gc_failed or outcome.error is not None:
         return "failed"
     if outcome.failed:
         return "partial"
@@ -636,7 +638,12 @@ def _attempt(
         # A bug: leave a trace in the history before the traceback ends the process.
         on_record(RunRecord(policy, tick, start, now(), "failed", error=f"internal error: {exc!r}"))
         raise
-    return RunRecord(policy, tick, start, now(), status_of(outcome), outcome=outcome)
+    if outcome.error is None and outcome.gc_failed:
+        gc_error = outcome.gc_error or f"garbage collection exited {outcome.gc_exit_code}"
+        outcome = dataclasses.replace(outcome, error=gc_error)
+    return RunRecord(
+        policy, tick, start, now(), status_of(outcome), outcome=outcome, error=outcome.error
+    )
 
 
 def sleep_until(target: datetime, *, now: Clock, sleep: Sleep, stop: StopFlag) -> bool:

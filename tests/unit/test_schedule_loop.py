@@ -475,3 +475,31 @@ def test_run_now_turns_a_retention_error_into_a_failed_record(tmp_path: Path) ->
     )
     assert record.status == "failed"
     assert record.error == "the walk of apps/web did not finish"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error"),
+    [
+        (RunOutcome(deleted=2, gc_command=("gc",), gc_exit_code=1), "garbage collection exited 1"),
+        (
+            RunOutcome(deleted=2, gc_command=("gc",), gc_error="timed out after 5 s"),
+            "timed out after 5 s",
+        ),
+        (RunOutcome(deleted=1, error="deletion is disabled (405)"), "deletion is disabled (405)"),
+    ],
+    ids=["gc-exit", "gc-timeout", "apply-stopped"],
+)
+def test_a_run_that_returns_with_an_error_is_failed_and_says_why(
+    outcome: RunOutcome, error: str, tmp_path: Path
+) -> None:
+    record = run_now(
+        lambda: outcome,
+        policy="p",
+        now=FakeClock(utc(2024, 1, 1)).now,
+        lock_path=tmp_path / "l",
+        on_record=lambda r: None,
+    )
+    assert record.status == "failed" and record.error == error
+    assert record.outcome is not None and record.outcome.error == error
+    assert record.outcome.deleted == outcome.deleted
+    assert RunRecord.from_json(record.to_json()) == record
