@@ -70,15 +70,23 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     default: Any = argparse.SUPPRESS if suppress else None
     group = parser.add_argument_group("common options")
     group.add_argument(
-        "-q", "--quiet", action="store_true", default=default if suppress else False,
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default if suppress else False,
         help="only errors on stderr",
     )
     group.add_argument(
-        "-v", "--verbose", action="store_true", default=default if suppress else False,
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default if suppress else False,
         help="debug logging, HTTP summaries and tracebacks (never secrets)",
     )
     group.add_argument(
-        "--log-format", choices=("text", "json"), default=default if suppress else "text",
+        "--log-format",
+        choices=("text", "json"),
+        default=default if suppress else "text",
         help="format of log lines on stderr",
     )
 
