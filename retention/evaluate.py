@@ -260,11 +260,12 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
             missing += 1
             continue
         by_digest[tag.digest].append(st)
+        _classify_attachment(st, image, images)
         st.protected_by = ctx.protected_by(tag.name)
         if st.protected_by is not None:
+            # protect wins; a protected attachment still keeps its subject (closure below)
             st.reason = f"protected by pattern `{st.protected_by}`"
             continue
-        _classify_attachment(st, image, images)
         if st.subject is not None:
             st.state = _FOLLOW
             continue
@@ -292,7 +293,8 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
                 known.append((-((created - _EPOCH) // _MICRO), first_tag, digest))
         known.sort()
         unknown.sort()
-        unknown_digests.update(d for _, d in unknown)
+        if not rule.keep.all:  # age matters to this rule: report what it cannot rank
+            unknown_digests.update(d for _, d in unknown)
         ranked = [d for _, _, d in known]
         if ctx.oldest:
             ranked.extend(d for _, d in unknown)
@@ -315,7 +317,7 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
     for digest in sorted(by_digest):
         sts = by_digest[digest]
         for st in sts:
-            if st.state == _FOLLOW and st.subject is not None:
+            if st.subject is not None:
                 attached[st.subject].append(digest)
         if any(st.state == _KEEP for st in sts):
             continue
@@ -350,11 +352,7 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
         targets: list[str] = [c for c in image.children if c in images]
         if image.subject is not None and image.subject in images:
             targets.append(image.subject)
-        targets.extend(
-            st.subject
-            for st in by_digest.get(digest, ())
-            if st.state == _FOLLOW and st.subject is not None
-        )
+        targets.extend(st.subject for st in by_digest.get(digest, ()) if st.subject is not None)
         targets.extend(referrers.get(digest, ()))
         targets.extend(attached.get(digest, ()))
         for target in targets:

@@ -333,9 +333,11 @@ def _tree(entries: list[Entry], mark: str, now: datetime) -> Iterator[str]:
             if child.digest not in seen:
                 yield from walk(child, depth + 1, seen | {child.digest})
 
-    for e in entries:
-        if e.parent is None or e.parent not in digests:
-            yield from walk(e, 0, frozenset({e.digest}))
+    # tagged images by their first tag name (how a reviewer looks for them), then untagged ones
+    tops = [e for e in entries if e.parent is None or e.parent not in digests]
+    tops.sort(key=lambda e: (not e.tags, e.tags[0] if e.tags else "", e.digest))
+    for e in tops:
+        yield from walk(e, 0, frozenset({e.digest}))
 
 
 def _kind(media_type: str) -> str:
@@ -345,6 +347,7 @@ def _kind(media_type: str) -> str:
 def _when(created: datetime | None, now: datetime) -> str:
     if created is None:
         return "created: unknown"
+    created = created.astimezone(UTC)
     age = now - created
     if age < timedelta(0):
         return f"created {created:%Y-%m-%d} (in the future)"

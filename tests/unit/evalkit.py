@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import re2
 
 from retention import oci
 from retention.model import Blob, Image, Inventory, Kind, Repository, Tag
-from retention.policy.model import Keep, Match, MaxDeletions, Pattern, Policy, RegistryConfig, Rule
-from retention.policy.model import Settings, UnknownAge
+from retention.policy.model import (
+    Keep,
+    Match,
+    MaxDeletions,
+    Pattern,
+    Policy,
+    RegistryConfig,
+    Rule,
+    Settings,
+    UnknownAge,
+)
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 REGISTRY = "https://registry.example.test"
@@ -75,8 +85,10 @@ def image(
     )
 
 
-def index(name: str, created: datetime | None, children: Iterable[str]) -> Image:
-    return image(name, created, kind=Kind.INDEX, children=children)
+def index(name: str, created: datetime | None, children: Iterable[str], size: int = 0) -> Image:
+    """An index; `size` adds its children's sizes as the inventory does."""
+    made = image(name, created, kind=Kind.INDEX, children=children)
+    return replace(made, size=made.size + size)
 
 
 def repo(name: str, tags: Mapping[str, str], images: Iterable[Image]) -> Repository:
@@ -125,13 +137,15 @@ def policy(
     *rules: Rule,
     protect: Iterable[str] = (),
     unknown_age: UnknownAge = "keep",
-    max_deletions: MaxDeletions = MaxDeletions(count=500),
+    max_deletions: MaxDeletions | None = None,
 ) -> Policy:
     return Policy(
         registry=RegistryConfig(url=REGISTRY),
         rules=rules,
         protect_tags=tuple(pat(p) for p in protect),
-        settings=Settings(unknown_age=unknown_age, max_deletions=max_deletions),
+        settings=Settings(
+            unknown_age=unknown_age, max_deletions=max_deletions or MaxDeletions(count=500)
+        ),
         path="policies/test.yaml",
         sha256=hashlib.sha256(b"policy").hexdigest(),
     )
