@@ -179,9 +179,14 @@ def _limit_text(where: str, limit: MaxDeletions, in_scope: int) -> str:
 
 
 def deletion_limit(plan: Plan, policy_limit: MaxDeletions | None) -> Limit:
-    """The stricter of the plan's and the policy's `max_deletions` for this plan."""
-    images = sum(1 for e in plan.deletions if e.parent is None)
-    in_scope = plan.summary.images
+    """The stricter of the plan's and the policy's `max_deletions` for this plan.
+
+    Counts images as the plan's summary does: every manifest, platform manifests included. A
+    percentage is of the images in scope: the summary's count, or the entries the plan lists
+    when those are fewer (a summary edited upwards cannot loosen the limit).
+    """
+    images = len(plan.deletions)
+    in_scope = min(plan.summary.images, len(plan.deletions) + len(plan.kept))
     candidates = [("plan", parse_max_deletions(plan.max_deletions))]
     if policy_limit is not None:
         candidates.append(("policy", policy_limit))
@@ -235,6 +240,11 @@ def check_consistency(plan: Plan) -> None:
             other = deleted_tags.setdefault((e.repository, tag), e.digest)
             if other != e.digest:
                 raise _bad_plan(f"tag {e.repository}:{tag} is listed under two digests")
+    if plan.summary.images_deleted != len(plan.deletions):
+        raise _bad_plan(
+            f"its summary says {plan.summary.images_deleted} images are deleted, but it lists "
+            f"{len(plan.deletions)}"
+        )
     kept_keys = {(k.repository, k.digest) for k in plan.kept}
     kept_tags = {(k.repository, t) for k in plan.kept for t in k.tags}
     for key, e in deletions.items():
@@ -379,7 +389,14 @@ def _first_line(exc: RetentionError) -> str:
 
 
 def _transient(exc: RegistryError) -> bool:
-    return isinstance(exc, TransportError | AuthError) or exc.status in _TRANSIENT_STATUSES
+    """An answer that says nothing about the digest: a connection failure, retries exhausted, an
+    auth problem. Any other error status (2.8 answers 500 UNKNOWN for a layer or config digest
+    asked for as a manifest) means the registry does not hold it as a manifest."""
+    if isinstance(exc, AuthError):
+        return True
+    if exc.status is None:
+        return isinstance(exc, TransportError)
+    return exc.status in _TRANSIENT_STATUSES
 
 
 class _Run:
@@ -457,7 +474,8 @@ class _Run:
             raise ApplyRefused(
                 f"{len(refused)} planned deletion(s) are not manifests of their repository, so "
                 "the plan was edited or is corrupt; nothing was deleted:\n  " + "\n  ".join(lines),
-                hint="make a new plan with `retention plan -p POLICY -o plan.json`",
+                hint="make a new plan with `retention plan -p POLICY -o plan.json`; if the "
+                "registry answers HTTP 500 for every manifest, repair the registry first",
             )
         verified: dict[Key, _Verified] = {}
         for key, check in checks.items():
@@ -596,7 +614,10 @@ class _Run:
             except RegistryError as exc:
                 if _transient(exc):
                     raise
-                return _NotManifest(f"the registry does not serve it as a manifest: {exc.message}")
+                return _NotManifest(
+                    f"the registry does not serve it as a manifest ({exc.status} "
+                    f"{exc.code or ''}: {exc.message})"
+                )
             if fetched is None:
                 if dangling:
                     return self._dangling(e, dangling)
@@ -647,11 +668,17 @@ class _Run:
         `verified` to `skips`; returns, per entry left, the entries it must wait for.
         """
         kept = {(k.repository, k.digest) for k in self.plan.kept}
+        # A platform manifest shared by several planned indexes waits for all of them.
+        indexes: dict[Key, set[Key]] = defaultdict(set)
+        for key, v in verified.items():
+            for child in v.manifest.children:
+                indexes[(key[0], child.digest)].add(key)
         deps: dict[Key, set[Key]] = {}
+        subjects_of: dict[Key, set[Key]] = defaultdict(set)
         for key, v in verified.items():
             repo = key[0]
             e = self.entries[key]
-            needs: set[Key] = set()
+            needs: set[Key] = set(indexes.get(key, ()))
             if e.parent is not None:
                 needs.add((repo, e.parent))
             subjects = {s for t in e.tags if (s := oci.cosign_subject(t)) is not None}
@@ -661,6 +688,7 @@ class _Run:
                 if (repo, subject) in kept:
                     skips[key] = _Skip("stale", f"its subject {subject} is kept by the plan")
                 needs.add((repo, subject))
+                subjects_of[key].add((repo, subject))
             deps[key] = {n for n in needs if n in self.entries and n != key}
         changed = True
         while changed:  # propagate skips along dependencies until nothing changes
@@ -672,7 +700,7 @@ class _Run:
                     skip = skips.get(dep)
                     if skip is None or skip.kind == "gone":  # gone is what we wanted
                         continue
-                    what = "index" if self.entries[key].parent == dep[1] else "subject"
+                    what = "subject" if dep in subjects_of[key] else "index"
                     kind: Literal["stale", "failed"] = (
                         "failed" if skip.kind == "failed" else "stale"
                     )

@@ -84,12 +84,12 @@ def make_plan(
     generated_at: datetime = NOW,
     max_deletions: str = "500",
     images: int | None = None,
+    images_deleted: int | None = None,
     bytes_reclaimable: int | None = None,
     format_version: int = 1,
 ) -> Plan:
     dels = tuple(sorted(deletions, key=lambda e: (e.repository, e.digest)))
     keeps = tuple(sorted(kept, key=lambda e: (e.repository, e.digest)))
-    top = [e for e in (*dels, *keeps) if e.parent is None]
     return Plan(
         generated_at=generated_at,
         registry=registry,
@@ -99,9 +99,9 @@ def make_plan(
         summary=Summary(
             repositories=len({e.repository for e in (*dels, *keeps)}),
             tags=sum(len(e.tags) for e in (*dels, *keeps)),
-            images=len(top) if images is None else images,
+            images=len(dels) + len(keeps) if images is None else images,
             tags_deleted=sum(len(e.tags) for e in dels),
-            images_deleted=sum(1 for e in dels if e.parent is None),
+            images_deleted=len(dels) if images_deleted is None else images_deleted,
             bytes_reclaimable=(
                 sum(e.size for e in dels if e.parent is None)
                 if bytes_reclaimable is None

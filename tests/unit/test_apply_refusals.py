@@ -157,6 +157,12 @@ REFUSALS: dict[str, Case] = {
         ApplyRefused,
         "1 tag(s) the policy now protects: app:v1",
     ),
+    "summary-edited": (
+        lambda: _plain(3, images_deleted=1),
+        None,
+        PlanError,
+        "its summary says 1 images are deleted, but it lists 3",
+    ),
     "bad-max-deletions": (lambda: _plain(max_deletions="lots"), None, PlanError, "'lots'"),
 }
 
@@ -190,12 +196,20 @@ def test_limit_at_the_boundary_passes(
     assert (pre.images, pre.limit.allowed) == (images, allowed)
 
 
-def test_platform_manifests_do_not_count_as_images() -> None:
+def test_platform_manifests_count_as_images_like_the_plan_summary() -> None:
     index = entry("app", INDEX, tags=["multi"])
     children = [entry("app", raw, parent=index.digest) for raw in (A, B)]
-    plan = make_plan([index, *children], max_deletions="1")
+    plan = make_plan([index, *children], max_deletions="3")
     pre = check_plan(plan, registry_url=REGISTRY, now=NOW)
-    assert (pre.images, pre.manifests) == (1, 3)
+    assert (pre.images, pre.manifests, plan.summary.images_deleted) == (3, 3, 3)
+    with pytest.raises(ApplyRefused, match="deletes 3 images"):
+        check_plan(replace(plan, max_deletions="2"), registry_url=REGISTRY, now=NOW)
+
+
+def test_an_inflated_summary_cannot_loosen_a_percentage() -> None:
+    plan = _plain(3, max_deletions="50%", images=1000)  # 50% of the 4 entries listed, not of 1000
+    with pytest.raises(ApplyRefused, match="50% of 4 images in scope"):
+        check_plan(plan, registry_url=REGISTRY, now=NOW)
 
 
 def test_registry_urls_compare_normalised() -> None:
