@@ -6,25 +6,30 @@ The only module that prints, exits or configures logging; nothing imports it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import dataclasses
 import enum
+import hashlib
 import io
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import re2
 
 from retention import __version__
 from retention.cache import DigestCache
-from retention.errors import InventoryError, RetentionError
+from retention.errors import InventoryError, RetentionError, ScheduleError
 from retention.evaluate import TagVerdict, age_words, evaluate, explain
 from retention.inventory import Progress, take_inventory
 from retention.model import Inventory, Repository
@@ -537,3 +542,300 @@ def _explanation_text(verdicts: list[TagVerdict]) -> str:
 
 
 _COMMANDS.extend([_add_plan, _add_inventory, _add_explain])
+# --- schedule ---------------------------------------------------------------------------------
+# plan + apply on the policy's cron schedule (retention.schedule), or once (--once) for CronJobs
+# and systemd timers; then the optional gc step (retention.gc). The signal handlers live here:
+# SIGTERM/SIGINT set the loop's stop flag, and the run in flight finishes.
+
+if TYPE_CHECKING:
+    from retention.apply import ApplyReport
+    from retention.policy.model import Schedule
+    from retention.schedule import RunOutcome, RunRecord, StopFlag
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 time; without an offset it is UTC."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2024-10-27T01:00:00+02:00)"
+        ) from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def _add_schedule(sub: Any, common: argparse.ArgumentParser) -> None:
+    from retention.gc import DEFAULT_TIMEOUT_SECONDS
+
+    parser = sub.add_parser(
+        "schedule",
+        parents=[common],
+        help="plan and apply on the policy's cron schedule, or once",
+        description=(
+            "Plan and apply at every tick of the policy's schedule (cron, timezone), holding a "
+            "per-policy lock, appending each run to a JSON-lines history and, with "
+            "--metrics-file, writing Prometheus metrics. --once runs now and exits (CronJobs, "
+            "systemd timers; no schedule: section needed). SIGTERM/SIGINT let the run in flight "
+            "finish, then exit 0. See docs/scheduling.md."
+        ),
+        epilog=(
+            "Example: retention schedule -p /etc/retention/policy.yaml --once "
+            "--metrics-file /var/lib/node_exporter/retention.prom"
+        ),
+    )
+    parser.add_argument("-p", "--policy", required=True, help="the policy file")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="run once, now, and exit")
+    mode.add_argument(
+        "--next",
+        type=_positive_int,
+        metavar="N",
+        help="print the next N run times (ISO 8601, in the policy's time zone) and exit",
+    )
+    parser.add_argument(
+        "--after",
+        type=_instant,
+        metavar="TIME",
+        help="with --next: the times after TIME instead of after now",
+    )
+    parser.add_argument(
+        "--lock",
+        metavar="PATH",
+        help="lock file (default: $XDG_STATE_HOME/retention/locks/<policy>-<hash>.lock)",
+    )
+    parser.add_argument(
+        "--history",
+        metavar="PATH",
+        help="run history, JSON lines (default: $XDG_STATE_HOME/retention/history.jsonl)",
+    )
+    parser.add_argument(
+        "--metrics-file", metavar="PATH", help="write Prometheus text-format metrics here"
+    )
+    parser.add_argument(
+        "--gc-timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help=f"kill the gc command after this long (default {DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    parser.set_defaults(func=_cmd_schedule)
+
+
+def _schedule_of(policy: Policy) -> Schedule:
+    if policy.schedule is None:
+        raise ScheduleError(
+            f"{policy.path}: the policy has no schedule: section",
+            hint='add `schedule: {cron: "30 3 * * *", timezone: UTC}`, or run '
+            "`retention schedule --once` from cron, a systemd timer or a Kubernetes CronJob",
+        )
+    return policy.schedule
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+    from retention.schedule import (
+        RunLog,
+        StopFlag,
+        default_history_path,
+        lock_path_for,
+        next_times,
+        run_loop,
+        run_now,
+    )
+
+    if args.after is not None and args.next is None:
+        raise ScheduleError("--after goes with --next", hint="retention schedule -p P --next 5")
+    if args.next is not None:
+        # Listing times needs no registry and no secrets: unset ${VAR}s are only warnings here.
+        policy, _ = load_policy(args.policy, env=os.environ, require_env=False)
+        listed = _schedule_of(policy)
+        start = args.after or datetime.now(UTC)
+        times = next_times(listed.cron, listed.timezone, start, args.next)
+        write_output(None, "".join(f"{t.isoformat()}\n" for t in times))
+        return ExitCode.OK
+
+    policy = _load_policy(args.policy)
+    schedule = None if args.once else _schedule_of(policy)
+    lock = Path(args.lock) if args.lock else lock_path_for(args.policy, os.environ)
+    history = Path(args.history) if args.history else default_history_path(os.environ)
+    record_run = RunLog(
+        policy=args.policy,
+        history=history,
+        metrics=Path(args.metrics_file) if args.metrics_file else None,
+    )
+    stop = StopFlag()
+
+    def run_once() -> RunOutcome:
+        return _scheduled_run(policy, stop=stop, gc_timeout=args.gc_timeout)
+
+    def on_record(record: RunRecord) -> None:
+        record_run(record)
+        if not args.quiet:
+            print(_run_summary(record), file=sys.stderr)
+
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    with _stop_on_signals(stop):
+        if schedule is None:
+            record = run_now(
+                run_once, policy=args.policy, now=now, lock_path=lock, on_record=on_record
+            )
+            return {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}.get(
+                record.status, ExitCode.ERROR
+            )
+        log.info(
+            "schedule %r in %s for %s; lock %s; history %s",
+            schedule.cron,
+            schedule.timezone,
+            args.policy,
+            lock,
+            history,
+        )
+        run_loop(
+            run_once,
+            cron=schedule.cron,
+            timezone=schedule.timezone,
+            policy=args.policy,
+            now=now,
+            sleep=time.sleep,
+            stop=stop,
+            lock_path=lock,
+            on_record=on_record,
+        )
+    return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
+    """SIGTERM/SIGINT set `stop`; a second one gets the default action (exit at once).
+
+    The handler only sets a flag: logging or printing from a signal handler can re-enter a
+    buffered stream the main thread is writing to.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set(signal.Signals(signum).name)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if stop.reason:
+            print(f"{stop.reason}: stopped after the run in flight", file=sys.stderr)
+
+
+def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunOutcome:
+    """One scheduled run: plan, apply with the policy's limits, then gc if something went."""
+    from retention.gc import run_gc, untagged_warnings
+    from retention.schedule import RunOutcome
+
+    now = datetime.now(UTC)
+    plan, inventory = _make_plan(policy, now=now)
+    warnings = list(plan.warnings)
+    if policy.gc is not None:
+        warnings += untagged_warnings(policy.gc.command, inventory)
+    for warning in warnings:
+        log.warning("%s", warning)
+    outcome = RunOutcome(
+        repositories=plan.summary.repositories,
+        tags=plan.summary.tags,
+        images=plan.summary.images,
+        tags_planned=plan.summary.tags_deleted,
+        images_planned=plan.summary.images_deleted,
+        bytes_reclaimable=plan.summary.bytes_reclaimable,
+        warnings=tuple(warnings),
+    )
+    if plan.deletions:
+        report = _apply_scheduled(policy, plan, now=now)
+        outcome = dataclasses.replace(
+            outcome,
+            deleted=report.count("deleted") + report.count("resumed"),
+            stale=report.count("stale"),
+            gone=report.count("gone"),
+            failed=report.count("failed"),
+            bytes_deleted=report.bytes_reclaimable,
+            error=report.error.diagnostics() if report.error else None,
+        )
+    if policy.gc is None or outcome.deleted == 0:
+        return outcome
+    if stop.is_set():
+        log.warning("%s: garbage collection not started; run it by hand", stop.reason)
+        return dataclasses.replace(
+            outcome, warnings=(*outcome.warnings, "stopped before garbage collection")
+        )
+    gc = run_gc(policy.gc.command, storage_path=policy.gc.storage_path, timeout=gc_timeout)
+    return dataclasses.replace(
+        outcome,
+        gc_command=gc.command,
+        gc_exit_code=gc.exit_code,
+        gc_output=gc.output,
+        gc_bytes_freed=gc.bytes_freed,
+        gc_error=gc.error,
+    )
+
+
+def _apply_scheduled(policy: Policy, plan: Plan, *, now: datetime) -> ApplyReport:
+    """Apply a plan just made, with the policy's limits and a journal, as `apply -p` does."""
+    from retention.apply import apply_plan, check_plan
+    from retention.journal import Journal, default_journal_path
+
+    preflight = check_plan(plan, registry_url=policy.registry.url, now=now, policy=policy)
+    for warning in preflight.warnings:
+        log.warning("%s", warning)
+    digest = "sha256:" + hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
+    journal_path = default_journal_path(policy.registry.url, digest, os.environ)
+    with (
+        RegistryClient(
+            policy.registry, concurrency=policy.settings.concurrency, env=os.environ
+        ) as client,
+        Journal(journal_path, registry=client.url).open(
+            plan_sha256=digest, policy_path=policy.path
+        ) as journal,
+    ):
+        return apply_plan(plan, client, journal, concurrency=policy.settings.concurrency)
+
+
+def _run_summary(record: RunRecord) -> str:
+    o = record.outcome
+    text = f"run {record.status} ({record.duration_seconds:.1f} s)"
+    if o is not None:
+        text += (
+            f": planned {o.images_planned} of {o.images} image(s), deleted {o.deleted} "
+            f"({human_bytes(o.bytes_deleted)}), {o.stale} stale, {o.gone} already gone, "
+            f"{o.failed} failed"
+        )
+        if o.gc_command is not None:
+            freed = "" if o.gc_bytes_freed is None else f", freed {human_bytes(o.gc_bytes_freed)}"
+            text += f"; gc exit {o.gc_exit_code}{freed}"
+    if record.missed_ticks:
+        text += f"; skipped {len(record.missed_ticks)} tick(s) it overran"
+    if record.error:
+        text += f"\nerror: {record.error}"
+    return text
+
+
+_COMMANDS.append(_add_schedule)

@@ -39,6 +39,7 @@ class FakeClock:
     t: datetime
     sleeps: list[float] = field(default_factory=list)
     on_sleep: Callable[[FakeClock], None] | None = None
+    zone: ZoneInfo | None = None  # the zone now() answers in (the instant is the same)
 
     def __post_init__(self) -> None:
         # A real clock returns instants; adding a timedelta to a Berlin-zoned datetime would add
@@ -46,7 +47,7 @@ class FakeClock:
         self.t = self.t.astimezone(UTC)
 
     def now(self) -> datetime:
-        return self.t
+        return self.t if self.zone is None else self.t.astimezone(self.zone)
 
     def sleep(self, seconds: float) -> None:
         assert seconds > 0, "the loop must never sleep zero or negative seconds"
@@ -69,7 +70,8 @@ class FakeRuns:
 
     def __call__(self) -> RunOutcome:
         n = len(self.started)
-        self.started.append(self.clock.now())
+        # kept in UTC: PEP 495 makes a time in a repeated hour unequal to every other zone's
+        self.started.append(self.clock.now().astimezone(UTC))
         self.clock.t += self.durations.get(n, timedelta(seconds=5))
         if len(self.started) >= self.limit:
             self.stop.set("test limit")
@@ -87,8 +89,9 @@ def loop(
     tmp_path: Path,
     durations: dict[int, timedelta] | None = None,
     fail: dict[int, Exception] | None = None,
+    clock_zone: ZoneInfo | None = None,
 ) -> tuple[FakeRuns, list[RunRecord], int]:
-    clock = FakeClock(start)
+    clock = FakeClock(start, zone=clock_zone)
     stop = StopFlag()
     runs = FakeRuns(clock, stop, limit, durations or {}, fail or {})
     records: list[RunRecord] = []
@@ -160,11 +163,25 @@ def test_spring_forward_runs_the_skipped_time_at_croniters_substitute(tmp_path: 
     ]
 
 
-def test_fall_back_runs_both_0230s_an_hour_apart_as_croniter_does(tmp_path: Path) -> None:
+CLOCK_ZONES = pytest.mark.parametrize(
+    "clock_zone", [None, BERLIN], ids=["utc-clock", "berlin-clock"]
+)
+
+
+@CLOCK_ZONES
+def test_fall_back_runs_both_0230s_an_hour_apart_as_croniter_does(
+    tmp_path: Path, clock_zone: ZoneInfo | None
+) -> None:
     # 2024-10-27 02:30 Berlin happens twice (+02:00, then +01:00). croniter yields both, so the
     # loop runs at both; the second must wait the full hour (same wall time, different instant).
+    # With a clock answering in Berlin time, a comparison of wall times would run it at once.
     runs, records, _ = loop(
-        "30 2 * * *", "Europe/Berlin", berlin(2024, 10, 25, 12), limit=4, tmp_path=tmp_path
+        "30 2 * * *",
+        "Europe/Berlin",
+        berlin(2024, 10, 25, 12),
+        limit=4,
+        tmp_path=tmp_path,
+        clock_zone=clock_zone,
     )
     assert runs.started == [
         utc(2024, 10, 26, 0, 30),
@@ -226,7 +243,10 @@ def test_overrun_boundaries(
     assert runs.started[1] == next_start
 
 
-def test_overrun_across_the_fall_back_hour_counts_instants_not_wall_times(tmp_path: Path) -> None:
+@CLOCK_ZONES
+def test_overrun_across_the_fall_back_hour_counts_instants_not_wall_times(
+    tmp_path: Path, clock_zone: ZoneInfo | None
+) -> None:
     # Hourly at :30 in Berlin; a run at 01:30+02:00 lasting 2h10m ends at 02:40+01:00. It passed
     # 02:30+02:00 and 02:30+01:00 (two instants with the same wall time): both are missed.
     runs, records, _ = loop(
@@ -236,6 +256,7 @@ def test_overrun_across_the_fall_back_hour_counts_instants_not_wall_times(tmp_pa
         limit=2,
         tmp_path=tmp_path,
         durations={0: timedelta(hours=2, minutes=10)},
+        clock_zone=clock_zone,
     )
     assert [t.isoformat() for t in records[0].missed_ticks] == [
         "2024-10-27T02:30:00+02:00",
