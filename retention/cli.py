@@ -806,7 +806,7 @@ def _apply_scheduled(policy: Policy, plan: Plan, *, now: datetime) -> ApplyRepor
     preflight = check_plan(plan, registry_url=policy.registry.url, now=now, policy=policy)
     for warning in preflight.warnings:
         log.warning("%s", warning)
-    digest = "sha256:" + hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()  # as `apply` does
     journal_path = default_journal_path(policy.registry.url, digest, os.environ)
     with (
         RegistryClient(
