@@ -7,11 +7,11 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ from croniter import croniter
 from retention.cli import main
 from retention.journal import read_journal
 from retention.schedule import read_history, read_metrics
+from tests.harness.faultproxy import Exchange, Fault, FaultProxy, RecordedRequest, Upstream
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pushed, Pusher
 
@@ -370,74 +371,36 @@ def test_a_second_process_finds_the_lock_held_and_exits_1(
     assert [r.status for r in read_history(tmp_path / "h.jsonl")] == ["skipped", "failed"]
 
 
-class HoldingProxy:
-    """A loopback TCP proxy to the registry that holds the first DELETE until released.
+@dataclass
+class HeldDelete:
+    """The first DELETE through the proxy waits until `release` is set: a deletion in flight,
+    for a test to act on without sleeping or timing anything."""
 
-    Lets a test act while a deletion is in flight, without sleeping or timing anything.
-    """
+    url: str
+    seen: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
 
-    def __init__(self, target: str) -> None:
-        host, port = target.removeprefix("http://").split(":")
-        self.target = (host, int(port))
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
-        self.delete_seen = threading.Event()
-        self.release = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._accepting = threading.Thread(target=self._accept, daemon=True)
-        self._accepting.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._sockets += [client, upstream]
-            for src, dst, watch in ((client, upstream, True), (upstream, client, False)):
-                t = threading.Thread(target=self._pipe, args=(src, dst, watch), daemon=True)
-                self._threads.append(t)
-                t.start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, watch: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if watch and b"DELETE /v2/" in data and not self.delete_seen.is_set():
-                    self.delete_seen.set()
-                    self.release.wait(120)
-                dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.close()
-        self._accepting.join(10)
-        with self._lock:
-            for s in self._sockets:
-                s.close()
-        for t in self._threads:
-            t.join(10)
+    def handler(self, request: RecordedRequest, upstream: Upstream) -> Exchange:
+        self.seen.set()
+        self.release.wait(120)
+        return upstream()
 
 
 @pytest.fixture
-def proxy(registry: RegistryProcess) -> Iterator[HoldingProxy]:
-    p = HoldingProxy(registry.url)
-    try:
-        yield p
-    finally:
-        p.close()
+def held_delete(registry: RegistryProcess) -> Iterator[HeldDelete]:
+    with FaultProxy(registry.url) as proxy:
+        held = HeldDelete(proxy.url)
+        proxy.add(Fault("respond", method="DELETE", path="/manifests/", handler=held.handler))
+        try:
+            yield held
+        finally:
+            held.release.set()
 
 
 def test_sigterm_mid_run_finishes_the_run_writes_whole_files_and_exits_0(
     registry: RegistryProcess,
     pusher: Pusher,
-    proxy: HoldingProxy,
+    held_delete: HeldDelete,
     repo_prefix: str,
     tmp_path: Path,
     env: dict[str, str],
@@ -445,7 +408,7 @@ def test_sigterm_mid_run_finishes_the_run_writes_whole_files_and_exits_0(
     v1, v2, v3 = push_three(pusher.push_image, repo_prefix)
     marker = tmp_path / "gc-ran"
     gc = [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]
-    policy = write(tmp_path / "p.yaml", policy_text(proxy.url, repo_prefix, gc=gc))
+    policy = write(tmp_path / "p.yaml", policy_text(held_delete.url, repo_prefix, gc=gc))
     history, metrics = tmp_path / "h.jsonl", tmp_path / "retention.prom"
     run = retention(
         "schedule",
@@ -459,10 +422,10 @@ def test_sigterm_mid_run_finishes_the_run_writes_whole_files_and_exits_0(
         env=env,
     )
     try:
-        assert proxy.delete_seen.wait(120), "the run never reached a DELETE"
+        assert held_delete.seen.wait(120), "the run never reached a DELETE"
         run.send_signal(signal.SIGTERM)  # a deletion is in flight, held by the proxy
     finally:
-        proxy.release.set()
+        held_delete.release.set()
     _, err = run.communicate(timeout=120)
 
     assert run.returncode == 0, err
