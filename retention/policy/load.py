@@ -79,6 +79,7 @@ _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _MERGE = "tag:yaml.org,2002:merge"
+_NULL = "tag:yaml.org,2002:null"
 _SCALARS = {
     "tag:yaml.org,2002:int": "an integer",
     "tag:yaml.org,2002:float": "a number",
@@ -645,7 +646,9 @@ class _Check:
             return False
         try:
             root = loader.get_single_node()
-            if root is None:
+            if root is None or (
+                isinstance(root, ScalarNode) and root.tag == _NULL and root.value == ""
+            ):
                 self.error(
                     (),
                     (1, 1),
@@ -687,7 +690,14 @@ class _Check:
     def yaml_error(self, exc: yaml.MarkedYAMLError) -> None:
         mark = exc.problem_mark or exc.context_mark
         message = f"invalid YAML: {exc.problem or exc.context or 'cannot parse'}"
-        if exc.context and exc.problem and exc.problem.startswith("but "):
+        if exc.problem == "second occurrence" and exc.context and exc.context_mark:
+            # PyYAML words a duplicate anchor as context "found duplicate anchor 'x'; first
+            # occurrence", problem "second occurrence"
+            first = exc.context_mark
+            what = exc.context.split(";")[0]
+            message = f"invalid YAML: {what} (first at line {first.line + 1}, column "
+            message += f"{first.column + 1})"
+        elif exc.context and exc.problem and exc.problem.startswith("but "):
             message = f"invalid YAML: {exc.context}, {exc.problem}"
         elif exc.context and exc.problem:
             cm = exc.context_mark
@@ -1064,15 +1074,11 @@ class _Check:
             if isinstance(reason, bytes):
                 reason = reason.decode("utf-8", "replace")
             hint = None
-            if "invalid perl operator: (?=" in reason or "invalid perl operator: (?!" in reason:
+            if "(?=" in reason or "(?!" in reason:
                 hint = "RE2 has no look-ahead (it guarantees linear time); use exclude_tags"
-            elif (
-                "invalid perl operator: (?<" in reason
-                and "(?<" in source
-                and not re.search(r"\(\?<[A-Za-z_]", source)
-            ):
+            elif "(?<=" in reason or "(?<!" in reason:
                 hint = "RE2 has no look-behind (it guarantees linear time); use exclude_tags"
-            elif re.search(r"invalid escape sequence: \\[1-9]", reason):
+            elif re.search(r"invalid escape sequence: \\[1-9]", reason) or "(?P=" in source:
                 hint = "RE2 has no back-references (it guarantees linear time)"
             self.error(path, None, f"invalid RE2 pattern `{_short(source)}`: {reason}", hint)
 
