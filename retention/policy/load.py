@@ -231,7 +231,10 @@ def _quote(text: str) -> str:
 
 
 def _short(text: str, limit: int = 60) -> str:
-    text = text.replace("\n", "\\n")
+    """`text` for a message: control characters escaped (no terminal escapes), long text cut."""
+    text = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -374,7 +377,7 @@ class _Tree:
         self.check.error(
             path,
             node,
-            f"unsupported YAML tag `{tag}`",
+            f"unsupported YAML tag `{_short(tag, 40)}`",
             "a policy uses plain strings, numbers, booleans, lists and mappings",
         )
 
@@ -408,7 +411,7 @@ class _Tree:
                 self.check.error(
                     (*path, key),
                     key_node,
-                    f"duplicate key `{key}` (first at line {line})",
+                    f"duplicate key `{_short(key, 40)}` (first at line {line})",
                     "YAML keeps only one of them; remove or rename the other",
                 )
                 continue
@@ -619,7 +622,9 @@ class _Check:
         self.semantic_checks()
         if self.has_errors:
             return None
-        return self.build(hashlib.sha256(data).hexdigest())
+        policy = self.build(hashlib.sha256(data).hexdigest())
+        log.debug("policy %s: %d rule(s), sha256 %s", self.name, len(policy.rules), policy.sha256)
+        return policy
 
     def decode(self, data: bytes) -> str | None:
         try:
@@ -1167,7 +1172,7 @@ class _Check:
             itr.get_next(datetime)
         except CroniterError as exc:
             if type(exc).__name__ == "CroniterBadDateError":
-                self.error(path, None, f"the cron expression `{expr}` never fires", hint)
+                self.error(path, None, f"the cron expression `{_short(expr)}` never fires", hint)
             else:
                 self.error(path, None, f"invalid cron expression `{_short(expr)}`: {exc}", hint)
         except (ValueError, KeyError, IndexError, OverflowError) as exc:
@@ -1204,7 +1209,7 @@ class _Check:
             if not isinstance(rule, dict):
                 continue
             name = rule.get("name")
-            label = f"`{name}`" if isinstance(name, str) else f"#{i + 1}"
+            label = f"`{_short(name, 40)}`" if isinstance(name, str) else f"#{i + 1}"
             if isinstance(name, str):
                 if name in names:
                     first = names[name]

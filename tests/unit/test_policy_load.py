@@ -858,3 +858,11 @@ def test_an_unreadable_path_is_a_diagnostic(tmp_path: Path) -> None:
         ["cannot read the file: No such file or directory"],
         ["cannot read the file: Is a directory"],
     ]
+
+
+def test_control_characters_in_echoed_text_are_escaped() -> None:
+    text = HEAD + 'rules:\n  - {name: "a\\e[31m", match: {}, keep: all}\n"\\e[2J": 1\n'
+    _, diagnostics = check_policy_text(text, "p.yaml", env={}, require_env=True)
+    rendered = "\n".join(d.render() for d in diagnostics)
+    assert "\x1b" not in rendered
+    assert "unknown key `\\x1b[2J`" in rendered
