@@ -1311,7 +1311,12 @@ class _Check:
                 newer_than=parse_duration(text) if text is not None else None,
                 newer_than_text=text,
             )
-        match = Match(*(self.pattern_tuple((*base, key)) for key in _PATTERN_LISTS))
+        match = Match(
+            repositories=self.pattern_tuple((*base, "repositories")),
+            exclude_repositories=self.pattern_tuple((*base, "exclude_repositories")),
+            tags=self.pattern_tuple((*base, "tags")),
+            exclude_tags=self.pattern_tuple((*base, "exclude_tags")),
+        )
         return Rule(
             name=rule["name"],
             match=match,
