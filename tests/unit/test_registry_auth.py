@@ -9,6 +9,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from retention.errors import AuthError
 from retention.registry.auth import (
@@ -110,6 +112,34 @@ def test_parse_challenges(header: str, expected: list[tuple[str, dict[str, str]]
 def test_parse_challenges_rejects_malformed(header: str) -> None:
     with pytest.raises(AuthError, match="malformed WWW-Authenticate"):
         parse_challenges(header)
+
+
+_NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=8)
+_VALUES = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+
+
+@given(
+    challenges=st.lists(
+        st.tuples(
+            st.sampled_from(["Bearer", "Basic", "Digest"]),
+            st.dictionaries(_NAMES, _VALUES, max_size=4),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_quoted_challenges_round_trip(challenges: list[tuple[str, dict[str, str]]]) -> None:
+    def quote(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    header = ", ".join(
+        f"{scheme} " + ",".join(f"{k}={quote(v)}" for k, v in params.items()) if params else scheme
+        for scheme, params in challenges
+    )
+    parsed = parse_challenges(header)
+    assert [(c.scheme, dict(c.params)) for c in parsed] == [
+        (scheme.lower(), params) for scheme, params in challenges
+    ]
 
 
 def test_challenge_param_lookup() -> None:
