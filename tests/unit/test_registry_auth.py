@@ -205,7 +205,7 @@ def test_refresh_form_for_identity_tokens() -> None:
 
 
 @pytest.mark.parametrize(
-    ("realm", "registry"),
+    ("realm", "registry_url"),
     [
         pytest.param("https://auth.other.example/token", "https://reg.example", id="https-other"),
         pytest.param(
@@ -215,12 +215,12 @@ def test_refresh_form_for_identity_tokens() -> None:
         pytest.param("https://reg.example:8443/token", "https://reg.example", id="https-same-host"),
     ],
 )
-def test_realm_accepted(realm: str, registry: str) -> None:
-    assert build_token_request(_bearer(realm), (), registry).realm == realm
+def test_realm_accepted(realm: str, registry_url: str) -> None:
+    assert build_token_request(_bearer(realm), (), registry_url).realm == realm
 
 
 @pytest.mark.parametrize(
-    ("realm", "registry", "message"),
+    ("realm", "registry_url", "message"),
     [
         pytest.param(
             "http://evil.example/token",
@@ -247,9 +247,9 @@ def test_realm_accepted(realm: str, registry: str) -> None:
         ),
     ],
 )
-def test_realm_refused(realm: str, registry: str, message: str) -> None:
+def test_realm_refused(realm: str, registry_url: str, message: str) -> None:
     with pytest.raises(AuthError, match=message):
-        build_token_request(_bearer(realm), (), registry)
+        build_token_request(_bearer(realm), (), registry_url)
 
 
 def test_challenge_without_realm_or_not_bearer_is_refused() -> None:
