@@ -88,6 +88,7 @@ class Inventory:
     taken_at: datetime
     repositories: tuple[Repository, ...]
     complete: bool = True
+    warnings: tuple[str, ...] = ()  # what the walk saw and left alone, e.g. dangling tags
 
     def __iter__(self) -> Iterator[Repository]:
         return iter(self.repositories)
@@ -98,6 +99,7 @@ class Inventory:
             "registry": self.registry,
             "taken_at": format_time(self.taken_at),
             "complete": self.complete,
+            "warnings": list(self.warnings),
             "repositories": [
                 {
                     "name": r.name,
@@ -133,6 +135,7 @@ class Inventory:
                 taken_at=taken_at,
                 repositories=tuple(sorted(repos, key=lambda r: r.name)),
                 complete=bool(doc["complete"]),
+                warnings=tuple(str(w) for w in doc.get("warnings", [])),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise InventoryError(f"inventory file is malformed: {exc!r}") from exc
