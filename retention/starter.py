@@ -378,18 +378,27 @@ def render_policy(
         *_protect_lines(survey_),
         "rules:                        # the first rule whose match selects a tag owns it",
     ]
+    rules = 0
     for family in FAMILIES:
         seen = survey_.seen(family.key)
         if family.treatment == "rule" and seen is not None:
             out += _rule_lines(family, seen)
-    other = f": {_where(survey_.other)}" if survey_.other.tags else ""
-    out += [
-        f"  # Everything else is kept{other}.",
-        "  # Narrow this rule, or add rules above it, once you know what else lives here.",
-        f"  - name: {CATCH_ALL}",
-        "    match: {}",
-        "    keep: all",
-    ]
+            rules += 1
+    # A catch-all only when it owns something (a rule that owns nothing is a plan warning), or
+    # when it is the only rule (a policy needs one).
+    if survey_.other.tags or not rules:
+        other = f": {_where(survey_.other)}" if survey_.other.tags else ""
+        out += [
+            f"  # Everything else is kept{other}.",
+            "  # Narrow this rule, or add rules above it, once you know what else lives here.",
+            f"  - name: {CATCH_ALL}",
+            "    match: {}",
+            "    keep: all",
+        ]
+    else:
+        out += [
+            "  # A tag no rule selects is kept: new kinds of tags stay until a rule selects them.",
+        ]
     signatures = survey_.seen("signatures")
     if signatures is not None:
         out += [

@@ -164,6 +164,13 @@ def test_empty_registry_gives_a_valid_policy_with_only_the_catch_all() -> None:
     assert "(no tags found)" in text
 
 
+def test_no_catch_all_rule_when_every_tag_is_recognised() -> None:
+    """A rule that owns no tag is a plan warning; unselected tags are kept anyway."""
+    text = starter_policy({"a": ["latest", "pr-1", "main-abcdef1"]}, url="https://r")
+    assert [r.name for r in _load(text).rules] == ["pull-requests", "branch-builds"]
+    assert "# A tag no rule selects is kept" in text
+
+
 def test_starter_comments_carry_the_counts() -> None:
     text = starter_policy(REGISTRY, url="http://r:5000", written_on="2026-11-27", filename="p.yaml")
     assert "written by `retention init` on 2026-11-27" in text
