@@ -24,7 +24,7 @@ import re2
 
 from retention import __version__
 from retention.cache import DigestCache
-from retention.errors import InventoryError, RetentionError
+from retention.errors import InventoryError, PolicyError, RetentionError
 from retention.evaluate import TagVerdict, age_words, evaluate, explain
 from retention.inventory import Progress, take_inventory
 from retention.model import Inventory, Repository
@@ -48,6 +48,10 @@ class ExitCode(enum.IntEnum):
 Handler = Callable[[argparse.Namespace], int]
 
 EPILOG_HINT = "Docs: README.md and docs/ in the project."
+FALLBACK_HINT = (
+    "look the message up in docs/troubleshooting.md; --verbose shows the HTTP requests "
+    "and the traceback"
+)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -151,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        if exc.hint is None and not isinstance(exc, PolicyError):
+            # every error ends with what to do next (policy diagnostics carry their own hints)
+            print(f"hint: {FALLBACK_HINT}", file=sys.stderr)
         return ExitCode.ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
