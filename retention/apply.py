@@ -436,6 +436,12 @@ class _Run:
     def _journal_skip(self, key: Key, skip: _Skip) -> None:
         self.journal.outcome(skip.kind, repository=key[0], digest=key[1], reason=skip.reason)
 
+    def _stop_on_transport(self, exc: RegistryError) -> None:
+        # Retries are exhausted: the registry is down or failing. Asking it about the remaining
+        # entries would only repeat the wait for each; stop, and let a re-run resume.
+        if isinstance(exc, TransportError):
+            self._abort(exc)
+
     def _abort(self, exc: RetentionError) -> None:
         with self._abort_lock:
             if self.abort_error is None:
@@ -493,17 +499,20 @@ class _Run:
     def _list_tags(
         self, repos: list[str], todo: list[Key], skips: dict[Key, _Skip]
     ) -> dict[str, frozenset[str]]:
-        def one(repo: str) -> frozenset[str] | RegistryError:
+        def one(repo: str) -> frozenset[str] | RetentionError:
+            if self.abort_error is not None:
+                return self.abort_error
             try:
                 return frozenset(self.client.list_tags(repo))
             except RegistryError as exc:
                 if exc.status == 404:  # NAME_UNKNOWN: the repository holds nothing any more
                     return frozenset()
+                self._stop_on_transport(exc)
                 return exc
 
         listed: dict[str, frozenset[str]] = {}
         for repo, result in self._map(one, repos):
-            if isinstance(result, RegistryError):
+            if isinstance(result, RetentionError):
                 reason = f"could not list the tags of {repo}: {_first_line(result)}"
                 for key in todo:
                     if key[0] == repo:
@@ -532,6 +541,8 @@ class _Run:
         def one(item: tuple[str, str]) -> tuple[dict[str, str], str | None]:
             repo, tag = item
             holds: dict[str, str] = {}
+            if self.abort_error is not None:
+                return holds, f"not attempted: {_first_line(self.abort_error)}"
             subject = oci.cosign_subject(tag)
             if subject is not None:
                 holds[subject] = f"new tag {tag} is an artifact of it"
@@ -542,11 +553,13 @@ class _Run:
                 try:
                     ref = self.client.head_manifest(repo, tag)
                 except RegistryError as exc:
+                    self._stop_on_transport(exc)
                     return holds, f"could not resolve new tag {repo}:{tag}: {_first_line(exc)}"
                 if ref is not None:
                     holds[ref.digest] = f"new tag {tag} points at it"
                 return holds, None
             except RegistryError as exc:
+                self._stop_on_transport(exc)
                 return holds, f"could not resolve new tag {repo}:{tag}: {_first_line(exc)}"
             if fetched is None:  # deleted again since the listing
                 return holds, None
@@ -573,9 +586,12 @@ class _Run:
 
     def _verify_key(self, listed: Mapping[str, frozenset[str]]) -> Callable[[Key], _Check]:
         def verify(key: Key) -> _Check:
+            if self.abort_error is not None:
+                return _Skip("failed", f"not attempted: {_first_line(self.abort_error)}")
             try:
                 return self._verify(self.entries[key], listed.get(key[0], frozenset()))
             except RegistryError as exc:
+                self._stop_on_transport(exc)
                 return _Skip("failed", _first_line(exc))
 
         return verify
@@ -785,8 +801,10 @@ class _Run:
                 if put != digest:
                     raise ProtocolError(f"re-PUT of {digest} answered digest {put}")
             existed = self.client.delete_manifest(repo, digest)
-        except (DeleteDisabledError, AuthError) as exc:
-            # The next DELETE would get the same answer: stop instead of failing each one.
+        except (DeleteDisabledError, AuthError, TransportError) as exc:
+            # The next DELETE would get the same answer (deletion disabled, no permission, the
+            # registry down after every retry): stop instead of failing each one. A re-run
+            # resumes from the journal.
             self._abort(exc)
             return self._failed(e, exc)
         except RegistryError as exc:
