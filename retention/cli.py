@@ -6,7 +6,9 @@ The only module that prints, exits or configures logging; nothing imports it.
 from __future__ import annotations
 
 import argparse
+import csv
 import enum
+import io
 import json
 import logging
 import os
@@ -15,12 +17,24 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+import re2
+
 from retention import __version__
-from retention.errors import RetentionError
+from retention.cache import DigestCache
+from retention.errors import InventoryError, RetentionError
+from retention.evaluate import TagVerdict, age_words, evaluate, explain
+from retention.inventory import Progress, take_inventory
+from retention.model import Inventory, Repository
+from retention.oci import format_time
+from retention.plan import Plan, human_bytes, render_text
+from retention.plan import to_json as plan_to_json
+from retention.policy.load import compile_pattern, load_policy
+from retention.policy.model import Pattern, Policy
+from retention.registry.client import RegistryClient
 
 log = logging.getLogger("retention")
 
@@ -225,6 +239,307 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 _COMMANDS.append(_add_validate)
 
 
+# ---------------------------------------------------------------------------------------------
+# plan, inventory, explain: inventory the registry and evaluate the policy
+
+
+def _load_policy(path: str) -> Policy:
+    """Load a policy for a command that contacts the registry: unset ${VAR}s are errors."""
+    policy, warnings = load_policy(path, env=os.environ, require_env=True)
+    for w in warnings:
+        print(w.render(), file=sys.stderr)
+    return policy
+
+
+def _parse_as_of(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--as-of: {text!r} is not a date (use 2026-01-31 or 2026-01-31T12:00:00Z)"
+        ) from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _repository_pattern(text: str) -> Pattern:
+    try:
+        return compile_pattern(text)
+    except re2.error as exc:
+        raise RetentionError(
+            f"--repository {text!r} is not a valid RE2 pattern: {exc}",
+            hint="it is matched against the whole repository name, e.g. 'apps/.*'",
+        ) from exc
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "retention" / "blobs"
+
+
+class _TtyProgress:
+    """Draws `phase done/total` on stderr when it is a terminal; costs nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last = ""
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        line = f"\r{phase}: {done}/{total}"
+        if line != self._last:
+            sys.stderr.write(line + ("\n" if done >= total else ""))
+            sys.stderr.flush()
+            self._last = line
+
+
+def _progress(args: argparse.Namespace) -> _TtyProgress:
+    return _TtyProgress(sys.stderr.isatty() and not args.quiet)
+
+
+def _take(
+    policy: Policy,
+    *,
+    now: datetime,
+    repository: str | None,
+    progress: Progress | None,
+    use_cache: bool = True,
+) -> Inventory:
+    select_pattern = _repository_pattern(repository) if repository else None
+
+    def select(name: str) -> bool:
+        return select_pattern is None or select_pattern.matches(name)
+
+    cache = DigestCache(_cache_dir()) if use_cache else None
+    with RegistryClient(
+        policy.registry, concurrency=policy.settings.concurrency, env=os.environ
+    ) as client:
+        return take_inventory(
+            client,
+            now=now,
+            select=select,
+            complete=select_pattern is None,
+            concurrency=policy.settings.concurrency,
+            cache=cache,
+            progress=progress or (lambda phase, done, total: None),
+        )
+
+
+def _make_plan(
+    policy: Policy,
+    *,
+    now: datetime,
+    repository: str | None = None,
+    progress: Progress | None = None,
+    use_cache: bool = True,
+) -> tuple[Plan, Inventory]:
+    """Inventory the registry and evaluate the policy: the one path to a plan."""
+    inventory = _take(
+        policy, now=now, repository=repository, progress=progress, use_cache=use_cache
+    )
+    return evaluate(policy, inventory, now), inventory
+
+
+def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "plan",
+        parents=[common],
+        help="inventory the registry and show what the policy would delete",
+        description="Inventory the registry, evaluate the policy, and print the deletion plan. "
+        "Nothing is deleted.",
+        epilog="Example: retention plan -p policies/example.yaml -o plan.json",
+    )
+    p.add_argument("-p", "--policy", required=True, help="the policy file")
+    p.add_argument("-o", "--output", help="write the plan (JSON) to this file, for apply")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="stdout format")
+    p.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 2 when the plan deletes something, 0 when it deletes nothing",
+    )
+    p.add_argument("--as-of", type=_parse_as_of, help="evaluate as if it were this date (UTC)")
+    p.add_argument("--repository", metavar="REGEX", help="only repositories matching this RE2")
+    p.add_argument("--show-kept", action="store_true", help="list kept images too")
+    p.add_argument(
+        "--from-inventory", metavar="FILE", help="evaluate a saved inventory; no registry"
+    )
+    p.add_argument("--no-cache", action="store_true", help="do not use the digest cache")
+    p.set_defaults(func=_cmd_plan)
+
+
+def _read_inventory(path: str) -> Inventory:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InventoryError(
+            f"{path}: cannot read the inventory: {exc}",
+            hint="save one with `retention inventory -p POLICY --format json -o FILE`",
+        ) from exc
+    return Inventory.from_json(doc)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.policy)
+    now = args.as_of or datetime.now(UTC)
+    if args.from_inventory:
+        inventory = _read_inventory(args.from_inventory)
+        plan = evaluate(policy, inventory, now)
+    else:
+        plan, _ = _make_plan(
+            policy,
+            now=now,
+            repository=args.repository,
+            progress=_progress(args),
+            use_cache=not args.no_cache,
+        )
+    if args.output:
+        write_output(args.output, plan_to_json(plan))
+    if not args.quiet or not args.output:
+        if args.format == "json":
+            write_output(None, plan_to_json(plan))
+        else:
+            write_output(None, render_text(plan, show_kept=args.show_kept, now=now))
+    for warning in plan.warnings:
+        log.warning("%s", warning)
+    if args.detailed_exitcode and plan.deletions:
+        return ExitCode.CHANGES
+    return ExitCode.OK
+
+
+def _add_inventory(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "inventory",
+        parents=[common],
+        help="list repositories, tags, digests, created dates and sizes",
+        description="Walk the registry and report where the disk went: repositories by size, "
+        "then every tag with its digest, created date and size.",
+        epilog="Example: retention inventory -p policy.yaml --format csv -o inventory.csv",
+    )
+    p.add_argument("-p", "--policy", required=True, help="the policy file (registry, auth)")
+    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--repository", metavar="REGEX", help="only repositories matching this RE2")
+    p.add_argument("--no-cache", action="store_true", help="do not use the digest cache")
+    p.set_defaults(func=_cmd_inventory)
+
+
+def _repo_bytes(repo: Repository) -> int:
+    """Bytes the repository's manifests and blobs take, each blob once."""
+    blobs: dict[str, int] = {}
+    for image in repo.images:
+        blobs[image.digest] = image.manifest_size
+        blobs.update((b.digest, b.size) for b in image.blobs)
+    return sum(blobs.values())
+
+
+def _inventory_text(inventory: Inventory) -> str:
+    lines = [f"Registry {inventory.registry}, taken {format_time(inventory.taken_at)}", ""]
+    repos = sorted(inventory.repositories, key=lambda r: (-_repo_bytes(r), r.name))
+    width = max([len(r.name) for r in repos] + [10])
+    lines.append(f"{'REPOSITORY':<{width}}  {'TAGS':>6}  {'IMAGES':>6}  {'SIZE':>10}")
+    lines.extend(
+        f"{r.name:<{width}}  {len(r.tags):>6}  {len(r.images):>6}  "
+        f"{human_bytes(_repo_bytes(r)):>10}"
+        for r in repos
+    )
+    for r in repos:
+        lines += ["", f"{r.name}:"]
+        for t in r.tags:
+            image = r.image(t.digest)
+            created = format_time(image.created) if image and image.created else "unknown"
+            size = human_bytes(image.size) if image else "?"
+            lines.append(f"  {t.name:<30} {t.digest[:19]}  {created:<20}  {size:>10}")
+    lines.extend(f"warning: {w}" for w in inventory.warnings)
+    return "\n".join(lines) + "\n"
+
+
+def _inventory_csv(inventory: Inventory) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["repository", "tag", "digest", "media_type", "kind", "created", "size"])
+    for r in inventory.repositories:
+        for t in r.tags:
+            image = r.image(t.digest)
+            writer.writerow(
+                [
+                    r.name,
+                    t.name,
+                    t.digest,
+                    image.media_type if image else "",
+                    image.kind.value if image else "",
+                    format_time(image.created) if image and image.created else "",
+                    image.size if image else "",
+                ]
+            )
+    return out.getvalue()
+
+
+def _cmd_inventory(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.policy)
+    inventory = _take(
+        policy,
+        now=datetime.now(UTC),
+        repository=args.repository,
+        progress=_progress(args),
+        use_cache=not args.no_cache,
+    )
+    if args.format == "json":
+        text = json.dumps(inventory.to_json(), indent=2, sort_keys=True) + "\n"
+    elif args.format == "csv":
+        text = _inventory_csv(inventory)
+    else:
+        text = _inventory_text(inventory)
+    write_output(args.output, text)
+    return ExitCode.OK
+
+
+def _add_explain(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "explain",
+        parents=[common],
+        help="why each tag of a repository is kept or deleted",
+        description="For each tag: the owning rule, its rank among that rule's images, its age, "
+        "and the decisive reason.",
+        epilog="Example: retention explain -p policy.yaml apps/web:pr-123-abc1234",
+    )
+    p.add_argument("-p", "--policy", required=True, help="the policy file")
+    p.add_argument("target", metavar="REPO[:TAG]", help="a repository, or one of its tags")
+    p.add_argument("--as-of", type=_parse_as_of, help="evaluate as if it were this date (UTC)")
+    p.add_argument(
+        "--from-inventory", metavar="FILE", help="explain from a saved inventory; no registry"
+    )
+    p.set_defaults(func=_cmd_explain)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    policy = _load_policy(args.policy)
+    now = args.as_of or datetime.now(UTC)
+    repository, _, tag = args.target.partition(":")
+    if args.from_inventory:
+        inventory = _read_inventory(args.from_inventory)
+    else:
+        inventory = _take(
+            policy, now=now, repository=re2.escape(repository), progress=_progress(args)
+        )
+    verdicts = explain(policy, inventory, now, repository, tag or None)
+    write_output(None, _explanation_text(verdicts))
+    return ExitCode.OK
+
+
+def _explanation_text(verdicts: list[TagVerdict]) -> str:
+    lines = []
+    for v in verdicts:
+        age = age_words(v.age) if v.age is not None else "age unknown"
+        rule = f"rule {v.rule}" if v.rule else "no rule"
+        rank = f", rank {v.rank}" if v.rank is not None else ""
+        lines.append(f"{v.repository}:{v.tag}  {v.digest[:19]}  {age}  ({rule}{rank})")
+        lines.append(f"    {v.line()}")
+    return "\n".join(lines) + "\n"
+
+
+_COMMANDS.extend([_add_plan, _add_inventory, _add_explain])
+
+
 # --- apply, restore, doctor -------------------------------------------------------------------
 # Summaries, progress and outcomes go to stderr (apply produces no data); doctor's check lines are
 # its result and go to stdout. Confirmation: a TTY is asked, anything else needs --yes.
@@ -265,23 +580,13 @@ def _confirm(question: str, *, yes: bool, what: str) -> bool:
     return answer == "yes"
 
 
-def _load_policy_quietly(path: str, args: argparse.Namespace) -> Any:
-    from retention.policy.load import load_policy
-
+def _load_policy_quietly(path: str, args: argparse.Namespace) -> Policy:
+    """`_load_policy`, with its warnings silenced by --quiet."""
     policy, diagnostics = load_policy(path, env=os.environ, require_env=True)
     if not args.quiet:
         for d in diagnostics:
             print(d.render(), file=sys.stderr)
     return policy
-
-
-def _human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def _short_ref(repository: str, digest: str) -> str:
@@ -335,7 +640,6 @@ def _add_apply(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _cmd_apply(args: argparse.Namespace) -> int:
     import hashlib
-    from datetime import UTC, datetime
 
     from retention import plan as plan_mod
     from retention.apply import check_plan
@@ -355,8 +659,11 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                 "apply plan.json",
             )
         policy = _load_policy_quietly(args.policy, args)
-        plan = _plan_in_one_step(policy, now)
-        plan_sha256 = hashlib.sha256(plan_mod.to_json(plan).encode()).hexdigest()
+        plan, _inventory = _make_plan(policy, now=now, repository=None, progress=_progress(args))
+        if not args.quiet:
+            sys.stderr.write(render_text(plan, now=now))
+        # the journal is keyed like a saved plan's: the sha256 of the plan's JSON
+        plan_sha256 = hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
     else:
         try:
             data = Path(args.plan).read_bytes()
@@ -395,16 +702,11 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     return _run_apply(args, plan, plan_sha256, policy, preflight)
 
 
-def _plan_in_one_step(policy: Any, now: Any) -> Any:
-    raise RetentionError("plan-and-apply in one step is not wired yet (waiting for _make_plan)")
-
-
 def _run_apply(
     args: argparse.Namespace, plan: Any, plan_sha256: str, policy: Any, preflight: Any
 ) -> int:
     from retention.apply import ApplyReport, ProgressEvent, apply_plan
     from retention.journal import Journal, default_journal_path
-    from retention.registry.client import RegistryClient
 
     journal_path = (
         Path(args.journal)
@@ -415,7 +717,7 @@ def _run_apply(
         print(
             f"apply: delete {preflight.images} image(s) in {preflight.repositories} "
             f"repository(ies) of {plan.registry}, freeing up to "
-            f"{_human_bytes(preflight.bytes_reclaimable)} once garbage collection runs "
+            f"{human_bytes(preflight.bytes_reclaimable)} once garbage collection runs "
             f"(limit {preflight.limit.allowed}: {preflight.limit.source})\n"
             f"journal: {journal_path}",
             file=sys.stderr,
@@ -479,7 +781,7 @@ def _print_apply_report(report: Any, journal_path: Path, quiet: bool) -> None:
     print(
         f"deleted {report.count('deleted')}, stale {report.count('stale')}, already gone "
         f"{report.count('gone')}, failed {report.count('failed')}{extra}\n"
-        f"frees up to {_human_bytes(report.bytes_reclaimable)} (the plan's figure) once garbage "
+        f"frees up to {human_bytes(report.bytes_reclaimable)} (the plan's figure) once garbage "
         f"collection runs\njournal: {journal_path}",
         file=sys.stderr,
     )
@@ -523,7 +825,6 @@ def _add_restore(sub: Any, common: argparse.ArgumentParser) -> None:
 def _cmd_restore(args: argparse.Namespace) -> int:
     from retention.journal import read_journal, redact_url
     from retention.policy.model import RegistryConfig
-    from retention.registry.client import RegistryClient
     from retention.restore import GC_HINT, RestoreOutcome, restore, select
 
     state = read_journal(args.journal)
@@ -621,10 +922,8 @@ def _add_doctor(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     from retention.doctor import run_checks
-    from retention.registry.client import RegistryClient, RetryPolicy
+    from retention.registry.client import RetryPolicy
 
     policy = _load_policy_quietly(args.policy, args)
     # A diagnosis should answer quickly: two attempts, not the long patience of a deletion run.

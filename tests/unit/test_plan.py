@@ -13,7 +13,7 @@ import pytest
 from retention.errors import PlanError
 from retention.evaluate import evaluate
 from retention.model import Inventory, Kind
-from retention.plan import Plan, from_json, human_bytes, render_text, to_json
+from retention.plan import Plan, from_json, human_bytes, render_text, to_document, to_json
 from retention.policy.model import MaxDeletions, Policy
 from tests.unit.evalkit import NOW, ago, image, index, inventory, policy, repo, rule, sig
 
@@ -335,3 +335,17 @@ def test_human_bytes(size: int, text: str) -> None:
 def test_render_text_ages_from_now() -> None:
     text = render_text(small_plan(), now=NOW + timedelta(days=10))
     assert "(110 days ago)" in text
+
+
+@pytest.mark.parametrize("complete", [True, False], ids=["complete", "partial"])
+def test_to_json_equals_the_standard_encoder(complete: bool) -> None:
+    plan = small_plan(complete=complete)
+    reference = json.dumps(to_document(plan), sort_keys=True, indent=2, ensure_ascii=False)
+    assert to_json(plan) == reference + "\n"
+
+
+def test_to_json_of_an_empty_plan_equals_the_standard_encoder() -> None:
+    plan = evaluate(policy(rule("x", keep_all=True)), inventory(), NOW)
+    reference = json.dumps(to_document(plan), sort_keys=True, indent=2, ensure_ascii=False)
+    assert to_json(plan) == reference + "\n"
+    assert '"deletions": []' in reference
