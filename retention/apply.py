@@ -409,8 +409,10 @@ class _Run:
         journal: Journal,
         concurrency: int,
         progress: Progress | None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.plan = plan
+        self.should_stop = should_stop
         self.client = client
         self.journal = journal
         self.concurrency = max(1, concurrency)
@@ -435,6 +437,17 @@ class _Run:
 
     def _journal_skip(self, key: Key, skip: _Skip) -> None:
         self.journal.outcome(skip.kind, repository=key[0], digest=key[1], reason=skip.reason)
+
+    def _stopping(self) -> bool:
+        """True once the run must start nothing new: an error stopped it, or the caller asked."""
+        if self.abort_error is None and self.should_stop is not None and self.should_stop():
+            self._abort(
+                RetentionError(
+                    "apply was asked to stop before it finished",
+                    hint="run the same plan again to resume from the journal",
+                )
+            )
+        return self.abort_error is not None
 
     def _stop_on_transport(self, exc: RegistryError) -> None:
         # Retries are exhausted: the registry is down or failing. Asking it about the remaining
@@ -500,7 +513,7 @@ class _Run:
         self, repos: list[str], todo: list[Key], skips: dict[Key, _Skip]
     ) -> dict[str, frozenset[str]]:
         def one(repo: str) -> frozenset[str] | RetentionError:
-            if self.abort_error is not None:
+            if self._stopping() and self.abort_error is not None:
                 return self.abort_error
             try:
                 return frozenset(self.client.list_tags(repo))
@@ -541,7 +554,7 @@ class _Run:
         def one(item: tuple[str, str]) -> tuple[dict[str, str], str | None]:
             repo, tag = item
             holds: dict[str, str] = {}
-            if self.abort_error is not None:
+            if self._stopping() and self.abort_error is not None:
                 return holds, f"not attempted: {_first_line(self.abort_error)}"
             subject = oci.cosign_subject(tag)
             if subject is not None:
@@ -586,7 +599,7 @@ class _Run:
 
     def _verify_key(self, listed: Mapping[str, frozenset[str]]) -> Callable[[Key], _Check]:
         def verify(key: Key) -> _Check:
-            if self.abort_error is not None:
+            if self._stopping() and self.abort_error is not None:
                 return _Skip("failed", f"not attempted: {_first_line(self.abort_error)}")
             try:
                 return self._verify(self.entries[key], listed.get(key[0], frozenset()))
@@ -742,7 +755,7 @@ class _Run:
             # At most `concurrency` DELETEs in flight: when the registry refuses deletion or
             # goes away, only those few are affected, and progress reflects the registry.
             for key in sorted(waiting):
-                if len(running) >= self.concurrency or self.abort_error is not None:
+                if len(running) >= self.concurrency or self._stopping():
                     return
                 if not waiting[key]:
                     del waiting[key]
@@ -849,12 +862,15 @@ def apply_plan(
     *,
     concurrency: int = 8,
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ApplyReport:
     """Re-verify and delete what the plan lists; resumes from what `journal` already holds.
 
     Call `check_plan` first. Raises ApplyRefused, before the first DELETE, when a planned digest
     is not a manifest of its repository. Otherwise returns a report with one outcome per planned
-    deletion; `report.error` is set when the registry refused deletion outright (405 UNSUPPORTED,
-    403) or the journal became unwritable, which stops the run.
+    deletion; `report.error` is set when something stopped the run early: the registry refused
+    deletion outright (405 UNSUPPORTED, 403), stayed unreachable after the client's retries, the
+    journal became unwritable, or `should_stop()` answered True (checked before every request
+    that starts new work; DELETEs in flight finish and are journaled). A re-run resumes.
     """
-    return _Run(plan, client, journal, concurrency, progress).run()
+    return _Run(plan, client, journal, concurrency, progress, should_stop).run()

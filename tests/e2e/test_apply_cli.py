@@ -175,3 +175,35 @@ def test_apply_in_a_real_subprocess(
     journals = list((tmp_path / "state" / "retention" / "journal").glob("127.0.0.1_*-*.jsonl"))
     assert len(journals) == 1 and f"journal: {journals[0]}" in done.stderr
     assert not manifest_exists(registry.url, old.repo, old.digest)
+
+
+def test_plan_and_apply_in_one_step(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = datetime.now(UTC)
+    old = fresh_pusher.push_image(
+        "team/app", "old", kind="oci-index", created=now - timedelta(days=9)
+    )
+    new = fresh_pusher.push_image("team/app", "new", created=now - timedelta(days=1))
+    other = fresh_pusher.push_image("misc/tool", "v1", created=now - timedelta(days=99))
+    policy_path = write_policy(tmp_path / "p.yaml", fresh_registry.url, "team")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    assert cli.main(["apply", "-p", str(policy_path), "--yes"]) == 0
+
+    err = capsys.readouterr().err
+    assert "Plan: 3 images (1 tag) to delete in 1 repository" in err  # what is about to go
+    assert "deleted 3, stale 0, already gone 0, failed 0" in err
+    assert not manifest_exists(fresh_registry.url, "team/app", old.digest)
+    for image in (new, other):
+        assert fresh_pusher.pull_complete(image.repo, image.tag)
+    (journal,) = (tmp_path / "state" / "retention" / "journal").glob("*.jsonl")
+    assert f"journal: {journal}" in err
+    # a second run plans again, finds nothing to delete, and touches nothing
+    assert cli.main(["apply", "-p", str(policy_path), "--yes"]) == 0
+    assert "the plan deletes nothing" in capsys.readouterr().err

@@ -239,3 +239,26 @@ def test_dependencies_hold_whatever_goes_stale(
     kinds = {o.entry.digest: o.kind for o in report.outcomes}
     assert all(kinds[d] == "deleted" for d in order)
     assert len(report.outcomes) == len(plan.deletions)
+
+
+def test_should_stop_lets_deletes_in_flight_finish_and_starts_nothing_new(tmp_path: Path) -> None:
+    fake = OrderFake()
+    raws = [image_raw(f"i{i}") for i in range(5)]
+    for i, raw in enumerate(raws):
+        fake.add("app", raw, f"t{i}")
+    plan = make_plan([entry("app", r, tags=[f"t{i}"]) for i, r in enumerate(raws)])
+    deleted: list[ProgressEvent] = []
+    with Journal(tmp_path / "j", registry=fake.url).open(plan_sha256="x", policy_path="p") as j:
+        report = apply_plan(
+            plan,
+            fake,
+            j,
+            concurrency=1,
+            progress=deleted.append,
+            should_stop=lambda: len(deleted) >= 2,
+        )
+    assert (report.count("deleted"), report.count("failed"), fake.count("DELETE")) == (2, 3, 2)
+    assert report.error is not None and "asked to stop" in report.error.message
+    assert all(o.reason and o.reason.startswith("not attempted") for o in report.of_kind("failed"))
+    again = _apply(plan, fake, tmp_path / "j")
+    assert again.complete and again.count("resumed") == 2
