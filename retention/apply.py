@@ -810,9 +810,7 @@ class _Run:
             return EntryOutcome(e, "failed", f"not attempted: {_first_line(exc)}")
         try:
             if v.repair:
-                put = self.client.put_manifest(repo, digest, v.raw, v.media_type)
-                if put != digest:
-                    raise ProtocolError(f"re-PUT of {digest} answered digest {put}")
+                self._repair(repo, digest, v)
             existed = self.client.delete_manifest(repo, digest)
         except (DeleteDisabledError, AuthError, TransportError) as exc:
             # The next DELETE would get the same answer (deletion disabled, no permission, the
@@ -829,6 +827,24 @@ class _Run:
         except JournalError as exc:
             self._abort(exc)
         return EntryOutcome(e, "deleted" if existed else "gone", reason, repaired=v.repair)
+
+    def _repair(self, repo: str, digest: str, v: _Verified) -> None:
+        """Make dangling tags resolvable again, so the DELETE by digest removes them.
+
+        A 2.8 killed inside DeleteManifest leaves either the tag's link with the manifest's
+        revision link gone (PUT by digest brings the revision back), or a tag folder whose
+        `current/link` is gone too (only a PUT by that tag writes it again). DELETE by digest
+        untags only tags whose link names the digest, so both must resolve before it.
+        """
+        put = self.client.put_manifest(repo, digest, v.raw, v.media_type)
+        if put != digest:
+            raise ProtocolError(f"re-PUT of {digest} answered digest {put}")
+        for tag in v.tags:
+            ref = self.client.head_manifest(repo, tag)
+            if ref is None:
+                self.client.put_manifest(repo, tag, v.raw, v.media_type)
+            elif ref.digest != digest:
+                log.warning("%s:%s was pushed again meanwhile; left alone", repo, tag)
 
     def _failed(self, e: Entry, exc: RegistryError) -> EntryOutcome:
         reason = _first_line(exc)

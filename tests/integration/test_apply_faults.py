@@ -99,19 +99,33 @@ def _revision_link(registry: RegistryProcess, repo: str, digest: str) -> Path:
     )
 
 
-def _dangle(registry: RegistryProcess, repo: str, digest: str) -> None:
-    """What a registry 2.8 killed inside DeleteManifest leaves: the manifest's revision link is
-    gone, its tags still point at it (the handler removes the revision first, then the tags)."""
+def _dangle(registry: RegistryProcess, repo: str, digest: str, tags: list[str], depth: str) -> None:
+    """What a registry 2.8 killed inside DeleteManifest leaves. It removes the manifest's revision
+    link first, then each tag's folder: killed after the first step, the tags still point at the
+    missing revision ("revision"); killed while removing a tag's folder, the folder can be left
+    without its `current/link` ("tag-link"). Either way the tag is listed and answers 404."""
     link = _revision_link(registry, repo, digest)
     assert link.is_file()
     registry.stop()
     link.unlink()
+    if depth == "tag-link":
+        for tag in tags:
+            tag_dir = link.parents[3] / "tags" / tag  # <repo>/_manifests/tags/<tag>
+            (tag_dir / "current" / "link").unlink()
     registry.start()  # a fresh process: no descriptor cache remembering the manifest
 
 
-@pytest.mark.parametrize("journal_has_copy", [True, False], ids=["repaired", "no-copy"])
+@pytest.mark.parametrize(
+    ("journal_has_copy", "depth"),
+    [(True, "revision"), (True, "tag-link"), (False, "revision")],
+    ids=["repaired", "repaired-tag-link", "no-copy"],
+)
 def test_a_dangling_tag_is_repaired_from_the_journal(
-    fresh_registry: RegistryProcess, fresh_pusher: Pusher, tmp_path: Path, journal_has_copy: bool
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    journal_has_copy: bool,
+    depth: str,
 ) -> None:
     old = fresh_pusher.push_image("team/app", ["old", "old-alias"], created=NOW - timedelta(days=9))
     keep = fresh_pusher.push_image("team/app", "new", created=NOW - timedelta(days=1))
@@ -126,7 +140,7 @@ def test_a_dangling_tag_is_repaired_from_the_journal(
         assert isinstance(first.error, DeleteDisabledError)
         assert read_journal(journal).intents()[("team/app", old.digest)].raw == old.manifest
         fresh_registry.restart(delete_enabled=True)
-    _dangle(fresh_registry, "team/app", old.digest)
+    _dangle(fresh_registry, "team/app", old.digest, ["old", "old-alias"], depth)
     assert tags_of(fresh_registry.url, "team/app") == {
         "old": None, "old-alias": None, "new": keep.digest,
     }  # fmt: skip
