@@ -410,9 +410,11 @@ class _Run:
         concurrency: int,
         progress: Progress | None,
         should_stop: Callable[[], bool] | None = None,
+        verify_kept: bool = False,
     ) -> None:
         self.plan = plan
         self.should_stop = should_stop
+        self.verify_kept = verify_kept
         self.client = client
         self.journal = journal
         self.concurrency = max(1, concurrency)
@@ -541,24 +543,30 @@ class _Run:
 
         The plan saw every tag it lists in deletions or kept; only the others are resolved, with
         one GET each (the body also tells whether a new index or artifact references a planned
-        manifest).
+        manifest). With `verify_kept`, the plan's kept tags are resolved too, which catches a
+        kept tag moved onto a planned digest since the plan (one GET per kept tag).
         """
         seen: dict[str, set[str]] = defaultdict(set)
+        deleted: dict[str, set[str]] = defaultdict(set)
         for e in (*self.plan.deletions, *self.plan.kept):
             seen[e.repository].update(e.tags)
-        new = [(repo, tag) for repo, tags in listed.items() for tag in sorted(tags - seen[repo])]
+        for e in self.plan.deletions:
+            deleted[e.repository].update(e.tags)
+        skip = deleted if self.verify_kept else seen
+        new = [(repo, tag) for repo, tags in listed.items() for tag in sorted(tags - skip[repo])]
         if not new:
             return
-        log.info("resolving %d tag(s) the plan has not seen", len(new))
+        log.info("resolving %d tag(s) not planned for deletion", len(new))
 
         def one(item: tuple[str, str]) -> tuple[dict[str, str], str | None]:
             repo, tag = item
             holds: dict[str, str] = {}
             if self._stopping() and self.abort_error is not None:
                 return holds, f"not attempted: {_first_line(self.abort_error)}"
+            label = f"kept tag {tag}" if tag in seen[repo] else f"new tag {tag}"
             subject = oci.cosign_subject(tag)
             if subject is not None:
-                holds[subject] = f"new tag {tag} is an artifact of it"
+                holds[subject] = f"{label} is an artifact of it"
             try:
                 fetched = self.client.get_manifest(repo, tag)
             except ProtocolError:
@@ -567,21 +575,21 @@ class _Run:
                     ref = self.client.head_manifest(repo, tag)
                 except RegistryError as exc:
                     self._stop_on_transport(exc)
-                    return holds, f"could not resolve new tag {repo}:{tag}: {_first_line(exc)}"
+                    return holds, f"could not resolve {label} in {repo}: {_first_line(exc)}"
                 if ref is not None:
-                    holds[ref.digest] = f"new tag {tag} points at it"
+                    holds[ref.digest] = f"{label} points at it"
                 return holds, None
             except RegistryError as exc:
                 self._stop_on_transport(exc)
-                return holds, f"could not resolve new tag {repo}:{tag}: {_first_line(exc)}"
+                return holds, f"could not resolve {label} in {repo}: {_first_line(exc)}"
             if fetched is None:  # deleted again since the listing
                 return holds, None
             m = fetched.manifest
-            holds.setdefault(m.digest, f"new tag {tag} points at it")
+            holds.setdefault(m.digest, f"{label} points at it")
             for child in m.children:
-                holds.setdefault(child.digest, f"new tag {tag} is an index that references it")
+                holds.setdefault(child.digest, f"{label} is an index that references it")
             if m.subject is not None:
-                holds.setdefault(m.subject.digest, f"new tag {tag} is an artifact of it")
+                holds.setdefault(m.subject.digest, f"{label} is an artifact of it")
             return holds, None
 
         planned = set(todo)
@@ -879,6 +887,7 @@ def apply_plan(
     concurrency: int = 8,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    verify_kept: bool = False,
 ) -> ApplyReport:
     """Re-verify and delete what the plan lists; resumes from what `journal` already holds.
 
@@ -888,5 +897,8 @@ def apply_plan(
     deletion outright (405 UNSUPPORTED, 403), stayed unreachable after the client's retries, the
     journal became unwritable, or `should_stop()` answered True (checked before every request
     that starts new work; DELETEs in flight finish and are journaled). A re-run resumes.
+
+    `verify_kept` also resolves the tags the plan keeps (one GET each, beyond the request
+    budget), so a kept tag moved onto a planned digest since the plan keeps that digest.
     """
-    return _Run(plan, client, journal, concurrency, progress, should_stop).run()
+    return _Run(plan, client, journal, concurrency, progress, should_stop, verify_kept).run()

@@ -635,6 +635,12 @@ def _add_apply(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="refuse a plan older than this (default 24h; units s m h d w)",
     )
+    parser.add_argument(
+        "--verify-kept-tags",
+        action="store_true",
+        help="also re-resolve every tag the plan keeps (one request each), so a kept tag "
+        "moved onto a planned image since the plan (a rollback) keeps it",
+    )
     parser.set_defaults(func=_cmd_apply)
 
 
@@ -753,6 +759,7 @@ def _run_apply(
             journal,
             concurrency=policy.settings.concurrency,
             progress=progress,
+            verify_kept=args.verify_kept_tags,
         )
     if show_progress:
         print(file=sys.stderr)

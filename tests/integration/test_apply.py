@@ -179,3 +179,27 @@ def test_over_max_deletions_is_refused_before_any_request(
     assert "raise settings.max_deletions" in err
     assert _requests_during(registry, mark, repo_prefix) == []
     assert {r: tags_of(registry.url, r) for r in (scene.app, scene.other)} == before
+
+
+def test_verify_kept_tags_keeps_a_rolled_back_latest(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    scene: Scene,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    policy_path = write_policy(tmp_path / "p.yaml", registry.url, repo_prefix)
+    plan = make_plan(load(policy_path), repo_prefix)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan_mod.to_json(plan))
+    pusher.tag(scene.app, "latest", scene.v3)  # a rollback: the kept `latest` moves to v3
+
+    code = main(["apply", str(plan_file), "-p", str(policy_path), "--yes", "--verify-kept-tags",
+                 "--journal", str(tmp_path / "j.jsonl")])  # fmt: skip
+
+    assert code == 3
+    assert "tag latest points at it" in capsys.readouterr().err
+    assert tags_of(registry.url, scene.app)["latest"] == scene.v3.digest
+    assert pull_complete(registry.url, scene.app, "latest")
+    assert not manifest_exists(registry.url, scene.app, scene.v1.digest)

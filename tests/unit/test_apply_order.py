@@ -262,3 +262,24 @@ def test_should_stop_lets_deletes_in_flight_finish_and_starts_nothing_new(tmp_pa
     assert all(o.reason and o.reason.startswith("not attempted") for o in report.of_kind("failed"))
     again = _apply(plan, fake, tmp_path / "j")
     assert again.complete and again.count("resumed") == 2
+
+
+def test_a_kept_tag_moved_onto_a_planned_digest_needs_verify_kept(tmp_path: Path) -> None:
+    """The documented gap of the request budget, and the opt-in that closes it."""
+    for verify_kept, expected in ((False, "deleted"), (True, "stale")):
+        fake = OrderFake()
+        old = image_raw("old")
+        fake.add("app", old, "v1")
+        fake.add("app", image_raw("current"), "latest")
+        plan = make_plan(
+            [entry("app", old, tags=["v1"])], [entry("app", image_raw("current"), tags=["latest"])]
+        )
+        fake.tags["app"]["latest"] = oci.sha256_digest(old)  # rollback after the plan
+        with Journal(tmp_path / f"j{verify_kept}", registry=fake.url).open(
+            plan_sha256="x", policy_path="p"
+        ) as j:
+            report = apply_plan(plan, fake, j, verify_kept=verify_kept)
+        assert report.outcomes[0].kind == expected
+        if verify_kept:
+            assert report.outcomes[0].reason == "kept tag latest points at it"
+            assert fake.count("GET") == 1 + 0  # latest resolved; v1's entry never verified
