@@ -25,7 +25,7 @@ import re2
 
 from retention import __version__
 from retention.cache import DigestCache
-from retention.errors import InventoryError, RetentionError
+from retention.errors import InventoryError, PolicyError, RetentionError
 from retention.evaluate import TagVerdict, age_words, evaluate, explain
 from retention.inventory import Progress, take_inventory
 from retention.model import Inventory, Repository
@@ -49,6 +49,10 @@ class ExitCode(enum.IntEnum):
 Handler = Callable[[argparse.Namespace], int]
 
 EPILOG_HINT = "Docs: README.md and docs/ in the project."
+FALLBACK_HINT = (
+    "look the message up in docs/troubleshooting.md; --verbose shows the HTTP requests "
+    "and the traceback"
+)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -152,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        if exc.hint is None and not isinstance(exc, PolicyError):
+            # every error ends with what to do next (policy diagnostics carry their own hints)
+            print(f"hint: {FALLBACK_HINT}", file=sys.stderr)
         return ExitCode.ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -538,6 +545,142 @@ def _explanation_text(verdicts: list[TagVerdict]) -> str:
 
 
 _COMMANDS.extend([_add_plan, _add_inventory, _add_explain])
+
+
+# ---------------------------------------------------------------------------------------------
+# init: read the registry's tags and write a commented starter policy (retention.starter)
+# Imports are local so this block stays self-contained for merges.
+
+
+def _add_init(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "init",
+        parents=[common],
+        help="write a starter policy from the tags in a registry",
+        description="Read the registry's catalog and tags, recognise common tag families "
+        "(releases, latest, pull-request, branch, nightly and dated builds, git shas, signatures) "
+        "and write a commented starter policy that protects releases and `latest` and keeps "
+        "recent builds. Reads only; deletes nothing.",
+        epilog="Example: retention init --registry http://127.0.0.1:5000 -o policy.yaml",
+    )
+    p.add_argument("--registry", required=True, metavar="URL", help="the registry's base URL")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the policy to FILE (default: stdout); an existing FILE is kept unless --force",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing -o FILE")
+    p.add_argument("--username", metavar="USER", help="log in as USER (with --password-env)")
+    p.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="read the password from environment variable VAR; the policy refers to ${VAR}",
+    )
+    p.set_defaults(func=_cmd_init)
+
+
+def _refuse_existing(path: str | None, force: bool) -> None:
+    if path not in (None, "-") and not force and Path(path).exists():
+        raise RetentionError(
+            f"{path} already exists; not overwriting it",
+            hint="pass --force to replace it, or choose another file with -o",
+        )
+
+
+def _write_new(path: str, text: str) -> None:
+    """Write `text` to a file that must not exist yet, atomically: a temp file hard-linked into
+    place, so a file created meanwhile is never replaced."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            _refuse_existing(path, force=False)
+            raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    from retention.errors import AuthError
+    from retention.policy.load import load_policy_text
+    from retention.policy.model import Auth, RegistryConfig
+    from retention.registry.client import RegistryClient
+    from retention.starter import check_credentials, starter_policy
+
+    _refuse_existing(args.output, args.force)
+    check_credentials(args.username, args.password_env)
+    auth = None
+    if args.username is not None:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise RetentionError(
+                f"environment variable {args.password_env} is not set",
+                hint=f"export {args.password_env} with the password of {args.username}, "
+                "then run init again",
+            )
+        auth = Auth(username=args.username, password=password)
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(text, file=sys.stderr)
+
+    with RegistryClient(RegistryConfig(url=args.registry, auth=auth), env=os.environ) as client:
+        say(f"reading the catalog of {client.url} (as {client.credential_source}) ...")
+        try:
+            repositories = sorted(client.catalog())
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                listed = pool.map(client.list_tags, repositories)
+                tags = dict(zip(repositories, listed, strict=True))
+        except AuthError as exc:
+            # init reads everything: the catalog needs the registry:catalog:* scope
+            exc.hint = (
+                "pass --username USER --password-env VAR, or `docker login` to the registry, "
+                "as a user allowed to list the catalog and pull every repository"
+            )
+            raise
+        url = client.url
+    total = sum(len(t) for t in tags.values())
+    say(f"read {len(repositories)} repositories and {total} tags")
+    if not repositories:
+        say("warning: the catalog is empty; the policy only protects `latest` and releases")
+
+    text = starter_policy(
+        tags,
+        url=url,
+        username=args.username,
+        password_env=args.password_env,
+        written_on=datetime.now(UTC).date().isoformat(),
+        filename=args.output if args.output not in (None, "-") else None,
+    )
+    # The starter is meant to validate as written; check it before anyone relies on that.
+    load_policy_text(text, args.output or "<init>", env=os.environ, require_env=False)
+
+    if args.output in (None, "-"):
+        write_output(None, text)
+        return ExitCode.OK
+    if args.force:
+        write_output(args.output, text)
+    else:
+        _write_new(args.output, text)
+    say(
+        f"wrote {args.output}; review it, then:\n"
+        f"  retention validate {args.output}\n"
+        f"  retention plan -p {args.output}"
+    )
+    return ExitCode.OK
+
+
+_COMMANDS.append(_add_init)
 
 
 # --- apply, restore, doctor -------------------------------------------------------------------

@@ -79,6 +79,7 @@ _STR = "tag:yaml.org,2002:str"
 _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 _MERGE = "tag:yaml.org,2002:merge"
+_NULL = "tag:yaml.org,2002:null"
 _SCALARS = {
     "tag:yaml.org,2002:int": "an integer",
     "tag:yaml.org,2002:float": "a number",
@@ -230,7 +231,10 @@ def _quote(text: str) -> str:
 
 
 def _short(text: str, limit: int = 60) -> str:
-    text = text.replace("\n", "\\n")
+    """`text` for a message: control characters escaped (no terminal escapes), long text cut."""
+    text = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -373,7 +377,7 @@ class _Tree:
         self.check.error(
             path,
             node,
-            f"unsupported YAML tag `{tag}`",
+            f"unsupported YAML tag `{_short(tag, 40)}`",
             "a policy uses plain strings, numbers, booleans, lists and mappings",
         )
 
@@ -407,7 +411,7 @@ class _Tree:
                 self.check.error(
                     (*path, key),
                     key_node,
-                    f"duplicate key `{key}` (first at line {line})",
+                    f"duplicate key `{_short(key, 40)}` (first at line {line})",
                     "YAML keeps only one of them; remove or rename the other",
                 )
                 continue
@@ -618,7 +622,9 @@ class _Check:
         self.semantic_checks()
         if self.has_errors:
             return None
-        return self.build(hashlib.sha256(data).hexdigest())
+        policy = self.build(hashlib.sha256(data).hexdigest())
+        log.debug("policy %s: %d rule(s), sha256 %s", self.name, len(policy.rules), policy.sha256)
+        return policy
 
     def decode(self, data: bytes) -> str | None:
         try:
@@ -645,7 +651,9 @@ class _Check:
             return False
         try:
             root = loader.get_single_node()
-            if root is None:
+            if root is None or (
+                isinstance(root, ScalarNode) and root.tag == _NULL and root.value == ""
+            ):
                 self.error(
                     (),
                     (1, 1),
@@ -687,7 +695,14 @@ class _Check:
     def yaml_error(self, exc: yaml.MarkedYAMLError) -> None:
         mark = exc.problem_mark or exc.context_mark
         message = f"invalid YAML: {exc.problem or exc.context or 'cannot parse'}"
-        if exc.context and exc.problem and exc.problem.startswith("but "):
+        if exc.problem == "second occurrence" and exc.context and exc.context_mark:
+            # PyYAML words a duplicate anchor as context "found duplicate anchor 'x'; first
+            # occurrence", problem "second occurrence"
+            first = exc.context_mark
+            what = exc.context.split(";")[0]
+            message = f"invalid YAML: {what} (first at line {first.line + 1}, column "
+            message += f"{first.column + 1})"
+        elif exc.context and exc.problem and exc.problem.startswith("but "):
             message = f"invalid YAML: {exc.context}, {exc.problem}"
         elif exc.context and exc.problem:
             cm = exc.context_mark
@@ -1064,15 +1079,11 @@ class _Check:
             if isinstance(reason, bytes):
                 reason = reason.decode("utf-8", "replace")
             hint = None
-            if "invalid perl operator: (?=" in reason or "invalid perl operator: (?!" in reason:
+            if "(?=" in reason or "(?!" in reason:
                 hint = "RE2 has no look-ahead (it guarantees linear time); use exclude_tags"
-            elif (
-                "invalid perl operator: (?<" in reason
-                and "(?<" in source
-                and not re.search(r"\(\?<[A-Za-z_]", source)
-            ):
+            elif "(?<=" in reason or "(?<!" in reason:
                 hint = "RE2 has no look-behind (it guarantees linear time); use exclude_tags"
-            elif re.search(r"invalid escape sequence: \\[1-9]", reason):
+            elif re.search(r"invalid escape sequence: \\[1-9]", reason) or "(?P=" in source:
                 hint = "RE2 has no back-references (it guarantees linear time)"
             self.error(path, None, f"invalid RE2 pattern `{_short(source)}`: {reason}", hint)
 
@@ -1161,7 +1172,7 @@ class _Check:
             itr.get_next(datetime)
         except CroniterError as exc:
             if type(exc).__name__ == "CroniterBadDateError":
-                self.error(path, None, f"the cron expression `{expr}` never fires", hint)
+                self.error(path, None, f"the cron expression `{_short(expr)}` never fires", hint)
             else:
                 self.error(path, None, f"invalid cron expression `{_short(expr)}`: {exc}", hint)
         except (ValueError, KeyError, IndexError, OverflowError) as exc:
@@ -1198,7 +1209,7 @@ class _Check:
             if not isinstance(rule, dict):
                 continue
             name = rule.get("name")
-            label = f"`{name}`" if isinstance(name, str) else f"#{i + 1}"
+            label = f"`{_short(name, 40)}`" if isinstance(name, str) else f"#{i + 1}"
             if isinstance(name, str):
                 if name in names:
                     first = names[name]
@@ -1300,7 +1311,12 @@ class _Check:
                 newer_than=parse_duration(text) if text is not None else None,
                 newer_than_text=text,
             )
-        match = Match(*(self.pattern_tuple((*base, key)) for key in _PATTERN_LISTS))
+        match = Match(
+            repositories=self.pattern_tuple((*base, "repositories")),
+            exclude_repositories=self.pattern_tuple((*base, "exclude_repositories")),
+            tags=self.pattern_tuple((*base, "tags")),
+            exclude_tags=self.pattern_tuple((*base, "exclude_tags")),
+        )
         return Rule(
             name=rule["name"],
             match=match,

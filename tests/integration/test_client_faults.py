@@ -239,9 +239,9 @@ def test_slow_answer_beyond_the_read_timeout_is_retried(
     proxy: FaultProxy, sleeps: list[float], push_image: PushImage, unique_repo: str
 ) -> None:
     push_image(unique_repo, ["a", "b"])
-    proxy.add(Fault("delay", r"/tags/list", "GET", delay=1.5))
+    proxy.add(Fault("delay", r"/tags/list", "GET", delay=4.0))
     with RegistryClient(
-        RegistryConfig(proxy.url), env={}, retry=RETRY, sleep=sleeps.append, timeout=(5.0, 0.3)
+        RegistryConfig(proxy.url), env={}, retry=RETRY, sleep=sleeps.append, timeout=(5.0, 1.0)
     ) as client:
         assert client.list_tags(unique_repo) == ["a", "b"]
     assert proxy.count("GET", r"/tags/list") == 2

@@ -37,8 +37,9 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "doctor": ({"registry", "registry.client", "errors"}, set()),
     "schedule": ({"errors"}, {"croniter"}),
     "gc": ({"errors", "model"}, set()),
+    "starter": ({"errors"}, set()),
 }
-PURE = {"oci", "model", "policy.model", "policy.load", "evaluate", "plan"}
+PURE = {"oci", "model", "policy.model", "policy.load", "evaluate", "plan", "starter"}
 # The pure core may not reach the network, the clock or the environment (STYLE.md).
 FORBIDDEN_IN_PURE = {"requests", "time", "urllib3", "socket", "subprocess"}
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from retention.errors import AuthError
 from retention.registry.auth import (
@@ -112,6 +114,34 @@ def test_parse_challenges_rejects_malformed(header: str) -> None:
         parse_challenges(header)
 
 
+_NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_-", min_size=1, max_size=8)
+_VALUES = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+
+
+@given(
+    challenges=st.lists(
+        st.tuples(
+            st.sampled_from(["Bearer", "Basic", "Digest"]),
+            st.dictionaries(_NAMES, _VALUES, max_size=4),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_quoted_challenges_round_trip(challenges: list[tuple[str, dict[str, str]]]) -> None:
+    def quote(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    header = ", ".join(
+        f"{scheme} " + ",".join(f"{k}={quote(v)}" for k, v in params.items()) if params else scheme
+        for scheme, params in challenges
+    )
+    parsed = parse_challenges(header)
+    assert [(c.scheme, dict(c.params)) for c in parsed] == [
+        (scheme.lower(), params) for scheme, params in challenges
+    ]
+
+
 def test_challenge_param_lookup() -> None:
     (challenge,) = parse_challenges('Bearer Realm="r",service="s"')
     assert challenge.param("realm") == "r"
@@ -175,7 +205,7 @@ def test_refresh_form_for_identity_tokens() -> None:
 
 
 @pytest.mark.parametrize(
-    ("realm", "registry"),
+    ("realm", "registry_url"),
     [
         pytest.param("https://auth.other.example/token", "https://reg.example", id="https-other"),
         pytest.param(
@@ -185,12 +215,12 @@ def test_refresh_form_for_identity_tokens() -> None:
         pytest.param("https://reg.example:8443/token", "https://reg.example", id="https-same-host"),
     ],
 )
-def test_realm_accepted(realm: str, registry: str) -> None:
-    assert build_token_request(_bearer(realm), (), registry).realm == realm
+def test_realm_accepted(realm: str, registry_url: str) -> None:
+    assert build_token_request(_bearer(realm), (), registry_url).realm == realm
 
 
 @pytest.mark.parametrize(
-    ("realm", "registry", "message"),
+    ("realm", "registry_url", "message"),
     [
         pytest.param(
             "http://evil.example/token",
@@ -217,9 +247,9 @@ def test_realm_accepted(realm: str, registry: str) -> None:
         ),
     ],
 )
-def test_realm_refused(realm: str, registry: str, message: str) -> None:
+def test_realm_refused(realm: str, registry_url: str, message: str) -> None:
     with pytest.raises(AuthError, match=message):
-        build_token_request(_bearer(realm), (), registry)
+        build_token_request(_bearer(realm), (), registry_url)
 
 
 def test_challenge_without_realm_or_not_bearer_is_refused() -> None:
