@@ -563,7 +563,8 @@ class _Run:
             holds: dict[str, str] = {}
             if self._stopping() and self.abort_error is not None:
                 return holds, f"not attempted: {_first_line(self.abort_error)}"
-            label = f"kept tag {tag}" if tag in seen[repo] else f"new tag {tag}"
+            kind = "kept tag" if tag in seen[repo] else "new tag"
+            label = f"{kind} {tag}"
             subject = oci.cosign_subject(tag)
             if subject is not None:
                 holds[subject] = f"{label} is an artifact of it"
@@ -575,13 +576,13 @@ class _Run:
                     ref = self.client.head_manifest(repo, tag)
                 except RegistryError as exc:
                     self._stop_on_transport(exc)
-                    return holds, f"could not resolve {label} in {repo}: {_first_line(exc)}"
+                    return holds, f"could not resolve {kind} {repo}:{tag}: {_first_line(exc)}"
                 if ref is not None:
                     holds[ref.digest] = f"{label} points at it"
                 return holds, None
             except RegistryError as exc:
                 self._stop_on_transport(exc)
-                return holds, f"could not resolve {label} in {repo}: {_first_line(exc)}"
+                return holds, f"could not resolve {kind} {repo}:{tag}: {_first_line(exc)}"
             if fetched is None:  # deleted again since the listing
                 return holds, None
             m = fetched.manifest

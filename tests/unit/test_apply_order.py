@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from retention import oci
 from retention.apply import ApplyReport, ProgressEvent, apply_plan
-from retention.errors import DeleteDisabledError
+from retention.errors import DeleteDisabledError, RegistryError
 from retention.journal import Journal, read_journal
 from retention.plan import Entry, Plan
-from tests.support.orderfake import OrderFake
+from tests.support.orderfake import Fetched, OrderFake
 from tests.support.plans import entry, image_raw, index_raw, make_plan
 
 
@@ -283,3 +283,28 @@ def test_a_kept_tag_moved_onto_a_planned_digest_needs_verify_kept(tmp_path: Path
         if verify_kept:
             assert report.outcomes[0].reason == "kept tag latest points at it"
             assert fake.count("GET") == 1 + 0  # latest resolved; v1's entry never verified
+
+
+def test_a_new_tag_that_cannot_be_read_keeps_every_entry_of_its_repository(
+    tmp_path: Path,
+) -> None:
+    class Unreadable(OrderFake):
+        def get_manifest(self, repo: str, reference: str) -> Fetched | None:
+            if reference == "mystery":
+                raise RegistryError("manifest app@mystery: HTTP 400", status=400)
+            return super().get_manifest(repo, reference)
+
+    fake = Unreadable()
+    old, lib = image_raw("old"), image_raw("lib")
+    fake.add("app", old, "v1")
+    fake.add("app", image_raw("whatever"), "mystery")  # pushed after the plan
+    fake.add("lib", lib, "l1")
+    plan = make_plan([entry("app", old, tags=["v1"]), entry("lib", lib, tags=["l1"])])
+    report = _apply(plan, fake, tmp_path / "j")
+    kinds = {o.entry.repository: (o.kind, o.reason) for o in report.outcomes}
+    assert kinds["app"] == (
+        "failed",
+        "could not resolve new tag app:mystery: manifest app@mystery: HTTP 400 [400]",
+    )
+    assert kinds["lib"] == ("deleted", None)
+    assert fake.deleted == [("lib", oci.sha256_digest(lib))]
