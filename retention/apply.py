@@ -409,8 +409,12 @@ class _Run:
         journal: Journal,
         concurrency: int,
         progress: Progress | None,
+        should_stop: Callable[[], bool] | None = None,
+        verify_kept: bool = False,
     ) -> None:
         self.plan = plan
+        self.should_stop = should_stop
+        self.verify_kept = verify_kept
         self.client = client
         self.journal = journal
         self.concurrency = max(1, concurrency)
@@ -435,6 +439,23 @@ class _Run:
 
     def _journal_skip(self, key: Key, skip: _Skip) -> None:
         self.journal.outcome(skip.kind, repository=key[0], digest=key[1], reason=skip.reason)
+
+    def _stopping(self) -> bool:
+        """True once the run must start nothing new: an error stopped it, or the caller asked."""
+        if self.abort_error is None and self.should_stop is not None and self.should_stop():
+            self._abort(
+                RetentionError(
+                    "apply was asked to stop before it finished",
+                    hint="run the same plan again to resume from the journal",
+                )
+            )
+        return self.abort_error is not None
+
+    def _stop_on_transport(self, exc: RegistryError) -> None:
+        # Retries are exhausted: the registry is down or failing. Asking it about the remaining
+        # entries would only repeat the wait for each; stop, and let a re-run resume.
+        if isinstance(exc, TransportError):
+            self._abort(exc)
 
     def _abort(self, exc: RetentionError) -> None:
         with self._abort_lock:
@@ -493,17 +514,20 @@ class _Run:
     def _list_tags(
         self, repos: list[str], todo: list[Key], skips: dict[Key, _Skip]
     ) -> dict[str, frozenset[str]]:
-        def one(repo: str) -> frozenset[str] | RegistryError:
+        def one(repo: str) -> frozenset[str] | RetentionError:
+            if self._stopping() and self.abort_error is not None:
+                return self.abort_error
             try:
                 return frozenset(self.client.list_tags(repo))
             except RegistryError as exc:
                 if exc.status == 404:  # NAME_UNKNOWN: the repository holds nothing any more
                     return frozenset()
+                self._stop_on_transport(exc)
                 return exc
 
         listed: dict[str, frozenset[str]] = {}
         for repo, result in self._map(one, repos):
-            if isinstance(result, RegistryError):
+            if isinstance(result, RetentionError):
                 reason = f"could not list the tags of {repo}: {_first_line(result)}"
                 for key in todo:
                     if key[0] == repo:
@@ -519,22 +543,31 @@ class _Run:
 
         The plan saw every tag it lists in deletions or kept; only the others are resolved, with
         one GET each (the body also tells whether a new index or artifact references a planned
-        manifest).
+        manifest). With `verify_kept`, the plan's kept tags are resolved too, which catches a
+        kept tag moved onto a planned digest since the plan (one GET per kept tag).
         """
         seen: dict[str, set[str]] = defaultdict(set)
+        deleted: dict[str, set[str]] = defaultdict(set)
         for e in (*self.plan.deletions, *self.plan.kept):
             seen[e.repository].update(e.tags)
-        new = [(repo, tag) for repo, tags in listed.items() for tag in sorted(tags - seen[repo])]
+        for e in self.plan.deletions:
+            deleted[e.repository].update(e.tags)
+        skip = deleted if self.verify_kept else seen
+        new = [(repo, tag) for repo, tags in listed.items() for tag in sorted(tags - skip[repo])]
         if not new:
             return
-        log.info("resolving %d tag(s) the plan has not seen", len(new))
+        log.info("resolving %d tag(s) not planned for deletion", len(new))
 
         def one(item: tuple[str, str]) -> tuple[dict[str, str], str | None]:
             repo, tag = item
             holds: dict[str, str] = {}
+            if self._stopping() and self.abort_error is not None:
+                return holds, f"not attempted: {_first_line(self.abort_error)}"
+            kind = "kept tag" if tag in seen[repo] else "new tag"
+            label = f"{kind} {tag}"
             subject = oci.cosign_subject(tag)
             if subject is not None:
-                holds[subject] = f"new tag {tag} is an artifact of it"
+                holds[subject] = f"{label} is an artifact of it"
             try:
                 fetched = self.client.get_manifest(repo, tag)
             except ProtocolError:
@@ -542,20 +575,22 @@ class _Run:
                 try:
                     ref = self.client.head_manifest(repo, tag)
                 except RegistryError as exc:
-                    return holds, f"could not resolve new tag {repo}:{tag}: {_first_line(exc)}"
+                    self._stop_on_transport(exc)
+                    return holds, f"could not resolve {kind} {repo}:{tag}: {_first_line(exc)}"
                 if ref is not None:
-                    holds[ref.digest] = f"new tag {tag} points at it"
+                    holds[ref.digest] = f"{label} points at it"
                 return holds, None
             except RegistryError as exc:
-                return holds, f"could not resolve new tag {repo}:{tag}: {_first_line(exc)}"
+                self._stop_on_transport(exc)
+                return holds, f"could not resolve {kind} {repo}:{tag}: {_first_line(exc)}"
             if fetched is None:  # deleted again since the listing
                 return holds, None
             m = fetched.manifest
-            holds.setdefault(m.digest, f"new tag {tag} points at it")
+            holds.setdefault(m.digest, f"{label} points at it")
             for child in m.children:
-                holds.setdefault(child.digest, f"new tag {tag} is an index that references it")
+                holds.setdefault(child.digest, f"{label} is an index that references it")
             if m.subject is not None:
-                holds.setdefault(m.subject.digest, f"new tag {tag} is an artifact of it")
+                holds.setdefault(m.subject.digest, f"{label} is an artifact of it")
             return holds, None
 
         planned = set(todo)
@@ -573,9 +608,12 @@ class _Run:
 
     def _verify_key(self, listed: Mapping[str, frozenset[str]]) -> Callable[[Key], _Check]:
         def verify(key: Key) -> _Check:
+            if self._stopping() and self.abort_error is not None:
+                return _Skip("failed", f"not attempted: {_first_line(self.abort_error)}")
             try:
                 return self._verify(self.entries[key], listed.get(key[0], frozenset()))
             except RegistryError as exc:
+                self._stop_on_transport(exc)
                 return _Skip("failed", _first_line(exc))
 
         return verify
@@ -726,7 +764,7 @@ class _Run:
             # At most `concurrency` DELETEs in flight: when the registry refuses deletion or
             # goes away, only those few are affected, and progress reflects the registry.
             for key in sorted(waiting):
-                if len(running) >= self.concurrency or self.abort_error is not None:
+                if len(running) >= self.concurrency or self._stopping():
                     return
                 if not waiting[key]:
                     del waiting[key]
@@ -781,12 +819,12 @@ class _Run:
             return EntryOutcome(e, "failed", f"not attempted: {_first_line(exc)}")
         try:
             if v.repair:
-                put = self.client.put_manifest(repo, digest, v.raw, v.media_type)
-                if put != digest:
-                    raise ProtocolError(f"re-PUT of {digest} answered digest {put}")
+                self._repair(repo, digest, v)
             existed = self.client.delete_manifest(repo, digest)
-        except (DeleteDisabledError, AuthError) as exc:
-            # The next DELETE would get the same answer: stop instead of failing each one.
+        except (DeleteDisabledError, AuthError, TransportError) as exc:
+            # The next DELETE would get the same answer (deletion disabled, no permission, the
+            # registry down after every retry): stop instead of failing each one. A re-run
+            # resumes from the journal.
             self._abort(exc)
             return self._failed(e, exc)
         except RegistryError as exc:
@@ -798,6 +836,24 @@ class _Run:
         except JournalError as exc:
             self._abort(exc)
         return EntryOutcome(e, "deleted" if existed else "gone", reason, repaired=v.repair)
+
+    def _repair(self, repo: str, digest: str, v: _Verified) -> None:
+        """Make dangling tags resolvable again, so the DELETE by digest removes them.
+
+        A 2.8 killed inside DeleteManifest leaves either the tag's link with the manifest's
+        revision link gone (PUT by digest brings the revision back), or a tag folder whose
+        `current/link` is gone too (only a PUT by that tag writes it again). DELETE by digest
+        untags only tags whose link names the digest, so both must resolve before it.
+        """
+        put = self.client.put_manifest(repo, digest, v.raw, v.media_type)
+        if put != digest:
+            raise ProtocolError(f"re-PUT of {digest} answered digest {put}")
+        for tag in v.tags:
+            ref = self.client.head_manifest(repo, tag)
+            if ref is None:
+                self.client.put_manifest(repo, tag, v.raw, v.media_type)
+            elif ref.digest != digest:
+                log.warning("%s:%s was pushed again meanwhile; left alone", repo, tag)
 
     def _failed(self, e: Entry, exc: RegistryError) -> EntryOutcome:
         reason = _first_line(exc)
@@ -831,12 +887,19 @@ def apply_plan(
     *,
     concurrency: int = 8,
     progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    verify_kept: bool = False,
 ) -> ApplyReport:
     """Re-verify and delete what the plan lists; resumes from what `journal` already holds.
 
     Call `check_plan` first. Raises ApplyRefused, before the first DELETE, when a planned digest
     is not a manifest of its repository. Otherwise returns a report with one outcome per planned
-    deletion; `report.error` is set when the registry refused deletion outright (405 UNSUPPORTED,
-    403) or the journal became unwritable, which stops the run.
+    deletion; `report.error` is set when something stopped the run early: the registry refused
+    deletion outright (405 UNSUPPORTED, 403), stayed unreachable after the client's retries, the
+    journal became unwritable, or `should_stop()` answered True (checked before every request
+    that starts new work; DELETEs in flight finish and are journaled). A re-run resumes.
+
+    `verify_kept` also resolves the tags the plan keeps (one GET each, beyond the request
+    budget), so a kept tag moved onto a planned digest since the plan keeps that digest.
     """
-    return _Run(plan, client, journal, concurrency, progress).run()
+    return _Run(plan, client, journal, concurrency, progress, should_stop, verify_kept).run()

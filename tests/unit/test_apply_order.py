@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from retention import oci
 from retention.apply import ApplyReport, ProgressEvent, apply_plan
-from retention.errors import DeleteDisabledError
+from retention.errors import DeleteDisabledError, RegistryError
 from retention.journal import Journal, read_journal
 from retention.plan import Entry, Plan
-from tests.support.orderfake import OrderFake
+from tests.support.orderfake import Fetched, OrderFake
 from tests.support.plans import entry, image_raw, index_raw, make_plan
 
 
@@ -239,3 +239,72 @@ def test_dependencies_hold_whatever_goes_stale(
     kinds = {o.entry.digest: o.kind for o in report.outcomes}
     assert all(kinds[d] == "deleted" for d in order)
     assert len(report.outcomes) == len(plan.deletions)
+
+
+def test_should_stop_lets_deletes_in_flight_finish_and_starts_nothing_new(tmp_path: Path) -> None:
+    fake = OrderFake()
+    raws = [image_raw(f"i{i}") for i in range(5)]
+    for i, raw in enumerate(raws):
+        fake.add("app", raw, f"t{i}")
+    plan = make_plan([entry("app", r, tags=[f"t{i}"]) for i, r in enumerate(raws)])
+    deleted: list[ProgressEvent] = []
+    with Journal(tmp_path / "j", registry=fake.url).open(plan_sha256="x", policy_path="p") as j:
+        report = apply_plan(
+            plan,
+            fake,
+            j,
+            concurrency=1,
+            progress=deleted.append,
+            should_stop=lambda: len(deleted) >= 2,
+        )
+    assert (report.count("deleted"), report.count("failed"), fake.count("DELETE")) == (2, 3, 2)
+    assert report.error is not None and "asked to stop" in report.error.message
+    assert all(o.reason and o.reason.startswith("not attempted") for o in report.of_kind("failed"))
+    again = _apply(plan, fake, tmp_path / "j")
+    assert again.complete and again.count("resumed") == 2
+
+
+def test_a_kept_tag_moved_onto_a_planned_digest_needs_verify_kept(tmp_path: Path) -> None:
+    """The documented gap of the request budget, and the opt-in that closes it."""
+    for verify_kept, expected in ((False, "deleted"), (True, "stale")):
+        fake = OrderFake()
+        old = image_raw("old")
+        fake.add("app", old, "v1")
+        fake.add("app", image_raw("current"), "latest")
+        plan = make_plan(
+            [entry("app", old, tags=["v1"])], [entry("app", image_raw("current"), tags=["latest"])]
+        )
+        fake.tags["app"]["latest"] = oci.sha256_digest(old)  # rollback after the plan
+        with Journal(tmp_path / f"j{verify_kept}", registry=fake.url).open(
+            plan_sha256="x", policy_path="p"
+        ) as j:
+            report = apply_plan(plan, fake, j, verify_kept=verify_kept)
+        assert report.outcomes[0].kind == expected
+        if verify_kept:
+            assert report.outcomes[0].reason == "kept tag latest points at it"
+            assert fake.count("GET") == 1 + 0  # latest resolved; v1's entry never verified
+
+
+def test_a_new_tag_that_cannot_be_read_keeps_every_entry_of_its_repository(
+    tmp_path: Path,
+) -> None:
+    class Unreadable(OrderFake):
+        def get_manifest(self, repo: str, reference: str) -> Fetched | None:
+            if reference == "mystery":
+                raise RegistryError("manifest app@mystery: HTTP 400", status=400)
+            return super().get_manifest(repo, reference)
+
+    fake = Unreadable()
+    old, lib = image_raw("old"), image_raw("lib")
+    fake.add("app", old, "v1")
+    fake.add("app", image_raw("whatever"), "mystery")  # pushed after the plan
+    fake.add("lib", lib, "l1")
+    plan = make_plan([entry("app", old, tags=["v1"]), entry("lib", lib, tags=["l1"])])
+    report = _apply(plan, fake, tmp_path / "j")
+    kinds = {o.entry.repository: (o.kind, o.reason) for o in report.outcomes}
+    assert kinds["app"] == (
+        "failed",
+        "could not resolve new tag app:mystery: manifest app@mystery: HTTP 400 [400]",
+    )
+    assert kinds["lib"] == ("deleted", None)
+    assert fake.deleted == [("lib", oci.sha256_digest(lib))]
