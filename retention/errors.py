@@ -93,7 +93,9 @@ class RegistryError(RetentionError):
     def diagnostics(self) -> str:
         parts = [self.message]
         if self.status is not None or self.url:
-            ctx = " ".join(p for p in (str(self.status or ""), self.code or "", self.url or "") if p)
+            ctx = " ".join(
+                p for p in (str(self.status or ""), self.code or "", self.url or "") if p
+            )
             parts[0] += f" [{ctx}]"
         if self.hint:
             parts.append(f"hint: {self.hint}")

@@ -88,6 +88,7 @@ class Inventory:
     taken_at: datetime
     repositories: tuple[Repository, ...]
     complete: bool = True
+    warnings: tuple[str, ...] = ()  # what the walk saw and left alone, e.g. dangling tags
 
     def __iter__(self) -> Iterator[Repository]:
         return iter(self.repositories)
@@ -98,6 +99,7 @@ class Inventory:
             "registry": self.registry,
             "taken_at": format_time(self.taken_at),
             "complete": self.complete,
+            "warnings": list(self.warnings),
             "repositories": [
                 {
                     "name": r.name,
@@ -113,20 +115,27 @@ class Inventory:
         """Parse a saved inventory; raises PlanError naming the first bad field."""
         try:
             if doc["format_version"] != 1:
-                raise InventoryError(f"unsupported inventory format_version {doc['format_version']!r}")
+                raise InventoryError(
+                    f"unsupported inventory format_version {doc['format_version']!r}"
+                )
             taken_at = parse_created(doc["taken_at"])
             if taken_at is None:
                 raise InventoryError(f"inventory taken_at {doc['taken_at']!r} is not a valid time")
             repos = []
             for r in doc["repositories"]:
-                tags = tuple(sorted((Tag(n, d) for n, d in r["tags"].items()), key=lambda t: t.name))
-                images = tuple(sorted((_image_from(i) for i in r["images"]), key=lambda i: i.digest))
+                tags = tuple(
+                    sorted((Tag(n, d) for n, d in r["tags"].items()), key=lambda t: t.name)
+                )
+                images = tuple(
+                    sorted((_image_from(i) for i in r["images"]), key=lambda i: i.digest)
+                )
                 repos.append(Repository(name=r["name"], tags=tags, images=images))
             return cls(
                 registry=str(doc["registry"]),
                 taken_at=taken_at,
                 repositories=tuple(sorted(repos, key=lambda r: r.name)),
                 complete=bool(doc["complete"]),
+                warnings=tuple(str(w) for w in doc.get("warnings", [])),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise InventoryError(f"inventory file is malformed: {exc!r}") from exc

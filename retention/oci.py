@@ -39,9 +39,11 @@ CREATED_ANNOTATION = "org.opencontainers.image.created"
 
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 # distribution's reference grammar (reference/regexp.go), repository path components
-_REPO_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*")
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
-_COSIGN_RE = re.compile(r"sha256-([0-9a-f]{64})\.(sig|att|sbom)")
+_REPO_RE = re.compile(
+    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+)
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+_COSIGN_RE = re.compile(r"sha256-([0-9a-f]{64})(?:\.(?:sig|att|sbom))?")
 ZERO_DIGEST = "sha256:" + "0" * 64
 
 
@@ -70,7 +72,10 @@ def digest_of(data: bytes, algorithm: str = "sha256") -> str:
 
 
 def cosign_subject(tag: str) -> str | None:
-    """The subject digest of a cosign-style tag `sha256-<hex>.sig|.att|.sbom`, else None."""
+    """The subject digest of a cosign-style tag `sha256-<hex>.sig|.att|.sbom`, else None.
+
+    A bare `sha256-<hex>` is the OCI 1.1 referrers tag-schema fallback: it follows its subject too.
+    """
     m = _COSIGN_RE.fullmatch(tag)
     return f"sha256:{m.group(1)}" if m else None
 
@@ -152,9 +157,15 @@ def _descriptor(value: Any, what: str) -> Descriptor:
         raise ProtocolError(f"{what} has an invalid mediaType")
     platform = None
     p = d.get("platform")
-    if isinstance(p, dict) and isinstance(p.get("os"), str) and isinstance(p.get("architecture"), str):
+    if (
+        isinstance(p, dict)
+        and isinstance(p.get("os"), str)
+        and isinstance(p.get("architecture"), str)
+    ):
         variant = p.get("variant")
-        platform = Platform(p["os"], p["architecture"], variant if isinstance(variant, str) else None)
+        platform = Platform(
+            p["os"], p["architecture"], variant if isinstance(variant, str) else None
+        )
     artifact_type = d.get("artifactType")
     return Descriptor(
         media_type=media_type,

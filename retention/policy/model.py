@@ -53,7 +53,9 @@ class Match:
     @property
     def selects_everything(self) -> bool:
         """True when no include list narrows and no exclude list is set (a catch-all rule)."""
-        return not (self.repositories or self.exclude_repositories or self.tags or self.exclude_tags)
+        return not (
+            self.repositories or self.exclude_repositories or self.tags or self.exclude_tags
+        )
 
 
 @dataclass(frozen=True, slots=True)
