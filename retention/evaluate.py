@@ -159,7 +159,11 @@ class _Context:
         try:
             return self._protect[tag]
         except KeyError:
-            found = next((p.source for p in self.policy.protect_tags if p.matches(tag)), None)
+            found = None
+            for pattern in self.policy.protect_tags:
+                if pattern.matches(tag):
+                    found = pattern.source
+                    break
             self._protect[tag] = found
             return found
 
@@ -440,7 +444,7 @@ def _graph(images: dict[str, Image]) -> tuple[dict[str, list[str]], dict[str, li
 
 def _classify_attachment(st: _TagState, image: Image, images: dict[str, Image]) -> None:
     """Mark `st` as following an existing subject, or as an orphan attachment, or neither."""
-    cosign = oci.cosign_subject(st.name)
+    cosign = oci.cosign_subject(st.name) if st.name.startswith("sha256-") else None
     noun = _COSIGN_NOUNS[st.name[st.name.rindex(".") :]] if cosign is not None else None
     subject = image.subject
     if cosign is not None and cosign != image.digest and cosign in images:
