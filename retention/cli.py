@@ -22,24 +22,44 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import re2
 
 from retention import __version__
+from retention import plan as plan_mod
+from retention.apply import ApplyReport, Preflight, ProgressEvent, apply_plan, check_plan
 from retention.cache import DigestCache
-from retention.errors import InventoryError, PolicyError, RetentionError, ScheduleError
+from retention.doctor import run_checks
+from retention.errors import AuthError, InventoryError, PolicyError, RetentionError, ScheduleError
 from retention.evaluate import TagVerdict, age_words, evaluate, explain
+from retention.gc import DEFAULT_TIMEOUT_SECONDS, run_gc, untagged_warnings
 from retention.inventory import Progress, take_inventory
+from retention.journal import Journal, default_journal_path, read_journal, redact_url
 from retention.model import Inventory, Repository
 from retention.oci import format_time
 from retention.plan import Plan, human_bytes, render_text
 from retention.plan import to_json as plan_to_json
-from retention.policy.load import compile_pattern, load_policy
-from retention.policy.model import Pattern, Policy
-from retention.registry.client import RegistryClient
+from retention.policy.load import compile_pattern, load_policy, load_policy_text, validate_files
+from retention.policy.model import Auth, Pattern, Policy, RegistryConfig, Schedule
+from retention.registry.client import RegistryClient, RetryPolicy
+from retention.restore import GC_HINT, RestoreOutcome, restore, select
+from retention.schedule import (
+    RunLog,
+    RunOutcome,
+    RunRecord,
+    StopFlag,
+    acquire_lock,
+    default_history_path,
+    lock_path_for,
+    next_times,
+    run_loop,
+    run_now,
+)
+from retention.starter import check_credentials, starter_policy
 
 log = logging.getLogger("retention")
 
@@ -205,7 +225,6 @@ def _add_validate(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from retention.policy.load import validate_files
 
     results = validate_files(args.policies, env=os.environ, require_env=False)
     failing = {"error", "warning"} if args.strict else {"error"}
@@ -613,14 +632,6 @@ def _write_new(path: str, text: str) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from concurrent.futures import ThreadPoolExecutor
-    from datetime import UTC, datetime
-
-    from retention.errors import AuthError
-    from retention.policy.load import load_policy_text
-    from retention.policy.model import Auth, RegistryConfig
-    from retention.registry.client import RegistryClient
-    from retention.starter import check_credentials, starter_policy
 
     _refuse_existing(args.output, args.force)
     check_credentials(args.username, args.password_env)
@@ -693,11 +704,6 @@ _COMMANDS.append(_add_init)
 # and systemd timers; then the optional gc step (retention.gc). The signal handlers live here:
 # SIGTERM/SIGINT set the loop's stop flag, and the run in flight finishes.
 
-if TYPE_CHECKING:
-    from retention.apply import ApplyReport
-    from retention.policy.model import Schedule
-    from retention.schedule import RunOutcome, RunRecord, StopFlag
-
 
 def _positive_int(text: str) -> int:
     try:
@@ -731,7 +737,6 @@ def _instant(text: str) -> datetime:
 
 
 def _add_schedule(sub: Any, common: argparse.ArgumentParser) -> None:
-    from retention.gc import DEFAULT_TIMEOUT_SECONDS
 
     parser = sub.add_parser(
         "schedule",
@@ -798,15 +803,6 @@ def _schedule_of(policy: Policy) -> Schedule:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from retention.schedule import (
-        RunLog,
-        StopFlag,
-        default_history_path,
-        lock_path_for,
-        next_times,
-        run_loop,
-        run_now,
-    )
 
     if args.after is not None and args.next is None:
         raise ScheduleError("--after goes with --next", hint="retention schedule -p P --next 5")
@@ -896,8 +892,6 @@ def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
 
 def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunOutcome:
     """One scheduled run: plan, apply with the policy's limits, then gc if something went."""
-    from retention.gc import run_gc, untagged_warnings
-    from retention.schedule import RunOutcome
 
     now = datetime.now(UTC)
     plan, inventory = _make_plan(policy, now=now)
@@ -916,7 +910,7 @@ def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunO
         warnings=tuple(warnings),
     )
     if plan.deletions:
-        report = _apply_scheduled(policy, plan, now=now)
+        report = _apply_scheduled(policy, plan, now=now, stop=stop)
         outcome = dataclasses.replace(
             outcome,
             deleted=report.count("deleted") + report.count("resumed"),
@@ -944,25 +938,55 @@ def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunO
     )
 
 
-def _apply_scheduled(policy: Policy, plan: Plan, *, now: datetime) -> ApplyReport:
-    """Apply a plan just made, with the policy's limits and a journal, as `apply -p` does."""
-    from retention.apply import apply_plan, check_plan
-    from retention.journal import Journal, default_journal_path
+def _plan_sha256(plan: Plan) -> str:
+    """A one-step plan's journal key, as a saved plan's is the sha256 of its file."""
+    return hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
 
-    preflight = check_plan(plan, registry_url=policy.registry.url, now=now, policy=policy)
-    for warning in preflight.warnings:
-        log.warning("%s", warning)
-    digest = hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()  # as `apply` does
-    journal_path = default_journal_path(policy.registry.url, digest, os.environ)
+
+def _execute_plan(
+    plan: Plan,
+    plan_sha256: str,
+    policy: Policy,
+    *,
+    journal_path: Path,
+    verify_kept: bool,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ApplyReport:
+    """The one way a plan is executed: by `apply` and by every scheduled run."""
     with (
         RegistryClient(
             policy.registry, concurrency=policy.settings.concurrency, env=os.environ
         ) as client,
         Journal(journal_path, registry=client.url).open(
-            plan_sha256=digest, policy_path=policy.path
+            plan_sha256=plan_sha256, policy_path=policy.path
         ) as journal,
     ):
-        return apply_plan(plan, client, journal, concurrency=policy.settings.concurrency)
+        return apply_plan(
+            plan,
+            client,
+            journal,
+            concurrency=policy.settings.concurrency,
+            progress=progress,
+            verify_kept=verify_kept,
+            should_stop=should_stop,
+        )
+
+
+def _apply_scheduled(policy: Policy, plan: Plan, *, now: datetime, stop: StopFlag) -> ApplyReport:
+    """Apply a plan just made, with the policy's limits and a journal, as `apply -p` does."""
+    preflight = check_plan(plan, registry_url=policy.registry.url, now=now, policy=policy)
+    for warning in preflight.warnings:
+        log.warning("%s", warning)
+    digest = _plan_sha256(plan)
+    return _execute_plan(
+        plan,
+        digest,
+        policy,
+        journal_path=default_journal_path(policy.registry.url, digest, os.environ),
+        verify_kept=False,  # the plan is seconds old: made by this run from a fresh inventory
+        should_stop=stop.is_set,
+    )
 
 
 def _run_summary(record: RunRecord) -> str:
@@ -1084,18 +1108,16 @@ def _add_apply(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--verify-kept-tags",
-        action="store_true",
-        help="also re-resolve every tag the plan keeps (one request each), so a kept tag "
-        "moved onto a planned image since the plan (a rollback) keeps it",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also re-resolve every tag the plan keeps (one request each), so that a kept tag "
+        "moved onto a planned image since the plan (a rollback) keeps it; default: on for a "
+        "saved plan, off for a one-step -p run whose plan is seconds old",
     )
     parser.set_defaults(func=_cmd_apply)
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
-    import hashlib
-
-    from retention import plan as plan_mod
-    from retention.apply import check_plan
 
     now = datetime.now(UTC)
     if args.plan is None:
@@ -1115,8 +1137,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         plan, _inventory = _make_plan(policy, now=now, repository=None, progress=_progress(args))
         if not args.quiet:
             sys.stderr.write(render_text(plan, now=now))
-        # the journal is keyed like a saved plan's: the sha256 of the plan's JSON
-        plan_sha256 = hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
+        plan_sha256 = _plan_sha256(plan)
     else:
         try:
             data = Path(args.plan).read_bytes()
@@ -1152,14 +1173,23 @@ def _cmd_apply(args: argparse.Namespace) -> int:
         if not args.quiet:
             print("the plan deletes nothing", file=sys.stderr)
         return ExitCode.OK
-    return _run_apply(args, plan, plan_sha256, policy, preflight)
+    # A saved plan may be hours old: a kept tag moved onto a planned image since (a rollback)
+    # must keep it, which costs one request per kept tag. A one-step plan is seconds old.
+    verify_kept = args.verify_kept_tags if args.verify_kept_tags is not None else bool(args.plan)
+    # The lock `retention schedule` takes: a scheduler and a manual apply never overlap.
+    with acquire_lock(lock_path_for(policy.path, os.environ), purpose="apply"):
+        return _run_apply(args, plan, plan_sha256, policy, preflight, verify_kept=verify_kept)
 
 
 def _run_apply(
-    args: argparse.Namespace, plan: Any, plan_sha256: str, policy: Any, preflight: Any
+    args: argparse.Namespace,
+    plan: Plan,
+    plan_sha256: str,
+    policy: Policy,
+    preflight: Preflight,
+    *,
+    verify_kept: bool,
 ) -> int:
-    from retention.apply import ProgressEvent, apply_plan
-    from retention.journal import Journal, default_journal_path
 
     journal_path = (
         Path(args.journal)
@@ -1192,22 +1222,14 @@ def _run_apply(
                 flush=True,
             )
 
-    with (
-        RegistryClient(
-            policy.registry, concurrency=policy.settings.concurrency, env=os.environ
-        ) as client,
-        Journal(journal_path, registry=client.url).open(
-            plan_sha256=plan_sha256, policy_path=policy.path
-        ) as journal,
-    ):
-        report: ApplyReport = apply_plan(
-            plan,
-            client,
-            journal,
-            concurrency=policy.settings.concurrency,
-            progress=progress,
-            verify_kept=args.verify_kept_tags,
-        )
+    report = _execute_plan(
+        plan,
+        plan_sha256,
+        policy,
+        journal_path=journal_path,
+        verify_kept=verify_kept,
+        progress=progress,
+    )
     if show_progress:
         print(file=sys.stderr)
     _print_apply_report(report, journal_path, args.quiet)
@@ -1277,9 +1299,6 @@ def _add_restore(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from retention.journal import read_journal, redact_url
-    from retention.policy.model import RegistryConfig
-    from retention.restore import GC_HINT, RestoreOutcome, restore, select
 
     state = read_journal(args.journal)
     registry = state.registry
@@ -1376,8 +1395,6 @@ def _add_doctor(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from retention.doctor import run_checks
-    from retention.registry.client import RetryPolicy
 
     policy = _load_policy_quietly(args.policy, args)
     # A diagnosis should answer quickly: two attempts, not the long patience of a deletion run.

@@ -15,6 +15,7 @@ import pytest
 
 from retention import cli
 from retention import plan as plan_mod
+from retention.schedule import acquire_lock, lock_path_for
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pushed, Pusher
 from tests.support.applykit import load, make_plan, manifest_exists, write_policy
@@ -75,6 +76,24 @@ def test_on_a_terminal_apply_asks_first(
     else:
         assert "aborted: nothing was deleted" in err
         assert manifest_exists(registry.url, old.repo, old.digest)
+
+
+def test_apply_waits_for_no_one_while_a_scheduler_holds_the_policy_lock(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan_file, policy_path, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    with acquire_lock(lock_path_for(str(policy_path), os.environ), purpose="schedule run"):
+        assert cli.main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]) == 1
+    err = capsys.readouterr().err
+    assert "schedule run" in err and "Traceback" not in err
+    assert manifest_exists(registry.url, old.repo, old.digest)
+    # once the lock is free the same command goes through
+    assert cli.main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]) == 0
+    assert not manifest_exists(registry.url, old.repo, old.digest)
 
 
 def test_a_rerun_reports_the_earlier_run_and_exits_0(

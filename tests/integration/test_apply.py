@@ -181,13 +181,21 @@ def test_over_max_deletions_is_refused_before_any_request(
     assert {r: tags_of(registry.url, r) for r in (scene.app, scene.other)} == before
 
 
-def test_verify_kept_tags_keeps_a_rolled_back_latest(
+@pytest.mark.parametrize(
+    ("flags", "code", "latest_survives"),
+    [([], 3, True), (["--verify-kept-tags"], 3, True), (["--no-verify-kept-tags"], 0, False)],
+    ids=["saved-plan-default", "explicit", "opted-out"],
+)
+def test_a_rolled_back_latest_is_kept_unless_kept_tags_are_trusted(
     registry: RegistryProcess,
     pusher: Pusher,
     scene: Scene,
     repo_prefix: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    code: int,
+    latest_survives: bool,
 ) -> None:
     policy_path = write_policy(tmp_path / "p.yaml", registry.url, repo_prefix)
     plan = make_plan(load(policy_path), repo_prefix)
@@ -195,11 +203,13 @@ def test_verify_kept_tags_keeps_a_rolled_back_latest(
     plan_file.write_text(plan_mod.to_json(plan))
     pusher.tag(scene.app, "latest", scene.v3)  # a rollback: the kept `latest` moves to v3
 
-    code = main(["apply", str(plan_file), "-p", str(policy_path), "--yes", "--verify-kept-tags",
-                 "--journal", str(tmp_path / "j.jsonl")])  # fmt: skip
+    argv = ["apply", str(plan_file), "-p", str(policy_path), "--yes", *flags]
+    assert main([*argv, "--journal", str(tmp_path / "j.jsonl")]) == code
 
-    assert code == 3
-    assert "tag latest points at it" in capsys.readouterr().err
-    assert tags_of(registry.url, scene.app)["latest"] == scene.v3.digest
-    assert pull_complete(registry.url, scene.app, "latest")
     assert not manifest_exists(registry.url, scene.app, scene.v1.digest)
+    if latest_survives:
+        assert "tag latest points at it" in capsys.readouterr().err
+        assert tags_of(registry.url, scene.app)["latest"] == scene.v3.digest
+        assert pull_complete(registry.url, scene.app, "latest")
+    else:  # what --no-verify-kept-tags trades for one request less per kept tag
+        assert "latest" not in tags_of(registry.url, scene.app)
