@@ -12,11 +12,12 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -537,3 +538,405 @@ def _explanation_text(verdicts: list[TagVerdict]) -> str:
 
 
 _COMMANDS.extend([_add_plan, _add_inventory, _add_explain])
+
+
+# --- apply, restore, doctor -------------------------------------------------------------------
+# Summaries, progress and outcomes go to stderr (apply produces no data); doctor's check lines are
+# its result and go to stdout. Confirmation: a TTY is asked, anything else needs --yes.
+
+_DURATION_RE = re.compile(r"(\d+)([smhdw])")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _duration_arg(text: str) -> timedelta:
+    match = _DURATION_RE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 24h, 90m or 7d")
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _stdin_is_tty() -> bool:
+    return sys.stdin.isatty()
+
+
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def _confirm(question: str, *, yes: bool, what: str) -> bool:
+    """True to go on. `--yes` skips the question; without a terminal to ask, it is required."""
+    if yes:
+        return True
+    if not _stdin_is_tty():
+        raise RetentionError(
+            f"stdin is not a terminal, so there is no one to confirm {what}",
+            hint="pass --yes to proceed without confirmation (CI, cron, scripts)",
+        )
+    print(f"{question} Type 'yes' to continue: ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline().strip().lower()
+    except (OSError, ValueError):
+        answer = ""
+    return answer == "yes"
+
+
+def _load_policy_quietly(path: str, args: argparse.Namespace) -> Policy:
+    """`_load_policy`, with its warnings silenced by --quiet."""
+    policy, diagnostics = load_policy(path, env=os.environ, require_env=True)
+    if not args.quiet:
+        for d in diagnostics:
+            print(d.render(), file=sys.stderr)
+    return policy
+
+
+def _short_ref(repository: str, digest: str) -> str:
+    return f"{repository}@{digest[:19]}"
+
+
+def _add_apply(sub: Any, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "apply",
+        parents=[common],
+        help="re-verify and delete exactly what a plan lists",
+        description=(
+            "Refuses, before the first DELETE, a plan for another registry or format, one older "
+            "than --max-plan-age, one over max_deletions (the stricter of the plan's and the "
+            "policy's) and an inconsistent one. Re-lists the tags of each repository, re-resolves "
+            "every tag the plan lists, deletes only digests proven to be manifests, indexes before "
+            "their platform manifests. Writes a journal so a re-run resumes and `retention "
+            "restore` can undo. Asks for confirmation on a terminal; --yes otherwise. Exit 0 when "
+            "everything planned is gone, 3 when only part of the plan was applied, 1 on error."
+        ),
+        epilog=(
+            "Example: retention apply plan.json   |   retention apply -p policy.yaml --yes "
+            "(plan and apply in one step)"
+        ),
+    )
+    parser.add_argument(
+        "plan", nargs="?", metavar="PLAN.json", help="a plan from `retention plan -o`"
+    )
+    parser.add_argument(
+        "-p",
+        "--policy",
+        metavar="POLICY",
+        help="credentials and settings from this policy (default: the policy the plan names); "
+        "without PLAN.json: plan and apply in one step (needs --yes)",
+    )
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="journal file (default: $XDG_STATE_HOME/retention/journal/<host>-<plan sha>.jsonl)",
+    )
+    parser.add_argument(
+        "--max-plan-age",
+        type=_duration_arg,
+        default=timedelta(hours=24),
+        metavar="DURATION",
+        help="refuse a plan older than this (default 24h; units s m h d w)",
+    )
+    parser.set_defaults(func=_cmd_apply)
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    import hashlib
+
+    from retention import plan as plan_mod
+    from retention.apply import check_plan
+
+    now = datetime.now(UTC)
+    if args.plan is None:
+        if args.policy is None:
+            raise RetentionError(
+                "apply needs a plan file, or -p POLICY with --yes to plan and apply in one step",
+                hint="retention plan -p POLICY -o plan.json, review it, then retention apply "
+                "plan.json",
+            )
+        if not args.yes:
+            raise RetentionError(
+                "planning and applying in one step deletes without review, so it needs --yes",
+                hint="to review first: retention plan -p POLICY -o plan.json, then retention "
+                "apply plan.json",
+            )
+        policy = _load_policy_quietly(args.policy, args)
+        plan, _inventory = _make_plan(policy, now=now, repository=None, progress=_progress(args))
+        if not args.quiet:
+            sys.stderr.write(render_text(plan, now=now))
+        # the journal is keyed like a saved plan's: the sha256 of the plan's JSON
+        plan_sha256 = hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
+    else:
+        try:
+            data = Path(args.plan).read_bytes()
+        except OSError as exc:
+            raise RetentionError(f"cannot read plan {args.plan}: {exc.strerror or exc}") from exc
+        plan = plan_mod.from_json(data, args.plan)
+        plan_sha256 = hashlib.sha256(data).hexdigest()
+        policy_path = args.policy or plan.policy_path
+        if args.policy is None and not Path(policy_path).is_file():
+            raise RetentionError(
+                f"the plan names policy {policy_path}, which is not a file here",
+                hint="pass -p POLICY: apply takes credentials and settings from it",
+            )
+        policy = _load_policy_quietly(policy_path, args)
+        if policy.sha256 != plan.policy_sha256:
+            log.warning(
+                "policy %s changed since the plan was made (sha256 %s, the plan says %s): "
+                "apply uses its credentials, settings and protect patterns",
+                policy.path,
+                policy.sha256[:12],
+                plan.policy_sha256[:12],
+            )
+    preflight = check_plan(
+        plan,
+        registry_url=policy.registry.url,
+        now=now,
+        max_plan_age=args.max_plan_age,
+        policy=policy,
+    )
+    for warning in preflight.warnings:
+        log.warning("%s", warning)
+    if not plan.deletions:
+        if not args.quiet:
+            print("the plan deletes nothing", file=sys.stderr)
+        return ExitCode.OK
+    return _run_apply(args, plan, plan_sha256, policy, preflight)
+
+
+def _run_apply(
+    args: argparse.Namespace, plan: Any, plan_sha256: str, policy: Any, preflight: Any
+) -> int:
+    from retention.apply import ApplyReport, ProgressEvent, apply_plan
+    from retention.journal import Journal, default_journal_path
+
+    journal_path = (
+        Path(args.journal)
+        if args.journal
+        else default_journal_path(policy.registry.url, plan_sha256, os.environ)
+    )
+    if not args.quiet:
+        print(
+            f"apply: delete {preflight.images} image(s) in {preflight.repositories} "
+            f"repository(ies) of {plan.registry}, freeing up to "
+            f"{human_bytes(preflight.bytes_reclaimable)} once garbage collection runs "
+            f"(limit {preflight.limit.allowed}: {preflight.limit.source})\n"
+            f"journal: {journal_path}",
+            file=sys.stderr,
+        )
+    question = f"Delete {preflight.images} image(s) from {plan.registry}?"
+    if not _confirm(question, yes=args.yes, what="the deletion"):
+        print("aborted: nothing was deleted", file=sys.stderr)
+        return ExitCode.ERROR
+    show_progress = _stderr_is_tty() and not args.quiet
+
+    def progress(event: ProgressEvent) -> None:
+        if show_progress:
+            o = event.outcome
+            ref = _short_ref(o.entry.repository, o.entry.digest)
+            print(
+                f"\r\x1b[K[{event.done}/{event.total}] {o.kind} {ref}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    with (
+        RegistryClient(
+            policy.registry, concurrency=policy.settings.concurrency, env=os.environ
+        ) as client,
+        Journal(journal_path, registry=client.url).open(
+            plan_sha256=plan_sha256, policy_path=policy.path
+        ) as journal,
+    ):
+        report: ApplyReport = apply_plan(
+            plan,
+            client,
+            journal,
+            concurrency=policy.settings.concurrency,
+            progress=progress,
+        )
+    if show_progress:
+        print(file=sys.stderr)
+    _print_apply_report(report, journal_path, args.quiet)
+    if report.error is not None:
+        print(f"error: {report.error.diagnostics()}", file=sys.stderr)
+        if report.count("deleted") == 0:
+            return ExitCode.ERROR
+    return ExitCode.OK if report.complete else ExitCode.PARTIAL
+
+
+def _print_apply_report(report: Any, journal_path: Path, quiet: bool) -> None:
+    for kind in ("stale", "failed"):
+        for o in report.of_kind(kind):
+            print(
+                f"{kind}: {_short_ref(o.entry.repository, o.entry.digest)} {','.join(o.entry.tags)}"
+                f": {o.reason}",
+                file=sys.stderr,
+            )
+    if quiet and report.complete:
+        return
+    earlier = report.count("resumed")
+    repaired = sum(1 for o in report.outcomes if o.repaired)
+    extra = f"; {earlier} done by an earlier run" if earlier else ""
+    extra += f"; {repaired} dangling tag(s) repaired" if repaired else ""
+    print(
+        f"deleted {report.count('deleted')}, stale {report.count('stale')}, already gone "
+        f"{report.count('gone')}, failed {report.count('failed')}{extra}\n"
+        f"frees up to {human_bytes(report.bytes_reclaimable)} (the plan's figure) once garbage "
+        f"collection runs\njournal: {journal_path}",
+        file=sys.stderr,
+    )
+    if not report.complete:
+        print(
+            "only part of the plan was applied: run the same command again to finish it "
+            "(stale entries need a new plan)",
+            file=sys.stderr,
+        )
+
+
+_COMMANDS.append(_add_apply)
+
+
+def _add_restore(sub: Any, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "restore",
+        parents=[common],
+        help="re-upload the manifests an apply deleted, from its journal",
+        description=(
+            "Re-uploads the manifests an apply deleted (platform manifests before their index, "
+            "subjects before their artifacts) and points their tags at them again; a tag pushed "
+            "since is left alone. Works only until garbage collection runs: it re-uploads "
+            "manifests, not the layers they reference. Exit 0 when everything was restored, 3 "
+            "when only part, 1 when nothing."
+        ),
+        epilog="Example: retention restore ~/.local/state/retention/journal/FILE.jsonl --tag v1",
+    )
+    parser.add_argument("journal", metavar="JOURNAL", help="the journal an apply wrote")
+    parser.add_argument("-p", "--policy", metavar="POLICY", help="credentials from this policy")
+    parser.add_argument("--repository", metavar="REPO", help="only this repository")
+    parser.add_argument(
+        "--tag",
+        metavar="TAG",
+        help="only the image this tag named (with its platform manifests and artifacts)",
+    )
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.set_defaults(func=_cmd_restore)
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from retention.journal import read_journal, redact_url
+    from retention.policy.model import RegistryConfig
+    from retention.restore import GC_HINT, RestoreOutcome, restore, select
+
+    state = read_journal(args.journal)
+    registry = state.registry
+    if registry is None:
+        if not args.quiet:
+            print(f"{args.journal}: the journal records no deletion", file=sys.stderr)
+        return ExitCode.OK
+    policy_path = args.policy or state.policy_path
+    config = RegistryConfig(url=registry)
+    if policy_path is not None and (args.policy or Path(policy_path).is_file()):
+        policy = _load_policy_quietly(policy_path, args)
+        if redact_url(policy.registry.url) != redact_url(registry):
+            raise RetentionError(
+                f"policy {policy_path} is for {redact_url(policy.registry.url)}, but the journal "
+                f"is for {registry}",
+                hint="pass -p with a policy for the journal's registry",
+            )
+        config = policy.registry
+    items = select(state, repository=args.repository, tag=args.tag)
+    if not items:
+        what = " ".join(
+            p
+            for p in (
+                f"repository {args.repository}" if args.repository else "",
+                f"tag {args.tag}" if args.tag else "",
+            )
+            if p
+        )
+        raise RetentionError(
+            f"the journal records no deleted manifest{' for ' + what if what else ''}",
+            hint="check the names with: grep '\"intent\"' JOURNAL",
+        )
+    tags = sum(len(i.tags) for i in items)
+    if not args.quiet:
+        print(
+            f"restore: {len(items)} manifest(s) and {tags} tag(s) to {registry}\nnote: {GC_HINT}",
+            file=sys.stderr,
+        )
+    if not _confirm(f"Restore {len(items)} manifest(s)?", yes=args.yes, what="the restore"):
+        print("aborted: nothing was restored", file=sys.stderr)
+        return ExitCode.ERROR
+
+    def progress(outcome: RestoreOutcome) -> None:
+        ref = _short_ref(*outcome.key)
+        if outcome.kind == "failed":
+            print(f"failed: {ref}: {outcome.reason}", file=sys.stderr)
+        for tag, why in outcome.tags_skipped:
+            print(f"tag not restored: {outcome.key[0]}:{tag}: {why}", file=sys.stderr)
+
+    with RegistryClient(config, env=os.environ) as client:
+        report = restore(client, items, progress=progress)
+    restored = report.count("restored")
+    if not args.quiet or not report.complete:
+        repointed = sum(len(o.tags_restored) for o in report.outcomes)
+        print(
+            f"restored {restored} manifest(s), {repointed} tag(s); failed {report.count('failed')}",
+            file=sys.stderr,
+        )
+    if report.gc_ran:
+        print(
+            "garbage collection already ran since the apply: the blobs of some manifests are "
+            "gone, and those cannot be restored (push the images again)",
+            file=sys.stderr,
+        )
+    if report.complete:
+        return ExitCode.OK
+    return ExitCode.PARTIAL if restored else ExitCode.ERROR
+
+
+_COMMANDS.append(_add_restore)
+
+
+def _add_doctor(sub: Any, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check reachability, credentials, catalog access, deletion and clock",
+        description=(
+            "One line per check, ok/warn/fail: the registry is reachable; its API version "
+            "header; which credential source is used and whether it works; whether the catalog "
+            "is allowed; whether deletion is enabled (a DELETE of the all-zero digest: 404 "
+            "means enabled, 405 disabled; never a real digest); the clock skew against the "
+            "registry's Date header. Exit 1 when any check fails."
+        ),
+        epilog="Example: retention doctor -p policies/example.yaml",
+    )
+    parser.add_argument("-p", "--policy", metavar="POLICY", required=True, help="the policy")
+    parser.add_argument(
+        "--repository",
+        metavar="REPO",
+        help="probe deletion in this repository (default: the first in the catalog)",
+    )
+    parser.set_defaults(func=_cmd_doctor)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from retention.doctor import run_checks
+    from retention.registry.client import RetryPolicy
+
+    policy = _load_policy_quietly(args.policy, args)
+    # A diagnosis should answer quickly: two attempts, not the long patience of a deletion run.
+    quick = RetryPolicy(attempts=2, base=0.2, cap=1.0, budget=5.0)
+    with RegistryClient(policy.registry, env=os.environ, retry=quick) as client:
+        checks = run_checks(client, now=datetime.now(UTC), repository=args.repository)
+    lines = []
+    for check in checks:
+        lines.append(f"{check.status:<4}  {check.name}: {check.message}")
+        if check.hint and check.status != "ok":
+            lines.append(f"      hint: {check.hint}")
+    write_output(None, "\n".join(lines) + "\n")
+    return ExitCode.ERROR if any(c.status == "fail" for c in checks) else ExitCode.OK
+
+
+_COMMANDS.append(_add_doctor)

@@ -33,6 +33,8 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
         set(),
     ),
     "journal": ({"errors", "oci"}, set()),
+    "restore": ({"registry", "registry.client", "journal", "oci", "errors"}, set()),
+    "doctor": ({"registry", "registry.client", "errors"}, set()),
     "schedule": ({"errors"}, {"croniter"}),
     "gc": ({"errors", "model"}, set()),
 }
