@@ -251,12 +251,20 @@ def _load_policy(path: str) -> Policy:
     return policy
 
 
-def _parse_as_of(text: str) -> datetime:
+def _now(as_of: str | None) -> datetime:
+    """`--as-of` as an aware UTC time, else the clock.
+
+    Parsed here, not by argparse: argparse exits 2 on a bad value, and 2 means "changes present"
+    to a `plan --detailed-exitcode` caller; a bad date is an error (exit 1).
+    """
+    if as_of is None:
+        return datetime.now(UTC)
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(as_of.strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"--as-of: {text!r} is not a date (use 2026-01-31 or 2026-01-31T12:00:00Z)"
+        raise RetentionError(
+            f"--as-of {as_of!r} is not a date",
+            hint="use 2026-01-31 or 2026-01-31T12:00:00Z (UTC unless an offset is given)",
         ) from exc
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
@@ -265,8 +273,11 @@ def _repository_pattern(text: str) -> Pattern:
     try:
         return compile_pattern(text)
     except re2.error as exc:
+        reason = exc.args[0] if exc.args else "invalid pattern"
+        if isinstance(reason, bytes):  # google-re2 gives RE2's reason as bytes
+            reason = reason.decode("utf-8", "replace")
         raise RetentionError(
-            f"--repository {text!r} is not a valid RE2 pattern: {exc}",
+            f"--repository {text!r} is not a valid RE2 pattern: {reason}",
             hint="it is matched against the whole repository name, e.g. 'apps/.*'",
         ) from exc
 
@@ -357,7 +368,9 @@ def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 2 when the plan deletes something, 0 when it deletes nothing",
     )
-    p.add_argument("--as-of", type=_parse_as_of, help="evaluate as if it were this date (UTC)")
+    p.add_argument(
+        "--as-of", metavar="DATE", help="evaluate as if it were this date (UTC), e.g. 2026-01-31"
+    )
     p.add_argument("--repository", metavar="REGEX", help="only repositories matching this RE2")
     p.add_argument("--show-kept", action="store_true", help="list kept images too")
     p.add_argument(
@@ -378,9 +391,31 @@ def _read_inventory(path: str) -> Inventory:
     return Inventory.from_json(doc)
 
 
+def _check_output(path: str | None) -> None:
+    """Fail before the registry walk, not after it, when `-o` cannot be written."""
+    if path is None or path == "-":
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise RetentionError(
+            f"-o {path}: the folder {folder} does not exist", hint="create it, or pick another"
+        )
+
+
+def _write(path: str | None, text: str) -> None:
+    """`write_output`, with a file system error reported as an error, not a traceback."""
+    try:
+        write_output(path, text)
+    except OSError as exc:
+        raise RetentionError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
+    now = _now(args.as_of)
+    _check_output(args.output)
+    if args.repository:
+        _repository_pattern(args.repository)  # a bad pattern is an error before anything else
     policy = _load_policy(args.policy)
-    now = args.as_of or datetime.now(UTC)
     if args.from_inventory:
         inventory = _read_inventory(args.from_inventory)
         plan = evaluate(policy, inventory, now)
@@ -393,12 +428,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             use_cache=not args.no_cache,
         )
     if args.output:
-        write_output(args.output, plan_to_json(plan))
+        _write(args.output, plan_to_json(plan))
     if not args.quiet or not args.output:
         if args.format == "json":
-            write_output(None, plan_to_json(plan))
+            _write(None, plan_to_json(plan))
         else:
-            write_output(None, render_text(plan, show_kept=args.show_kept, now=now))
+            _write(None, render_text(plan, show_kept=args.show_kept, now=now))
     for warning in plan.warnings:
         log.warning("%s", warning)
     if args.detailed_exitcode and plan.deletions:
@@ -475,6 +510,9 @@ def _inventory_csv(inventory: Inventory) -> str:
 
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
+    _check_output(args.output)
+    if args.repository:
+        _repository_pattern(args.repository)
     policy = _load_policy(args.policy)
     inventory = _take(
         policy,
@@ -489,7 +527,7 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
         text = _inventory_csv(inventory)
     else:
         text = _inventory_text(inventory)
-    write_output(args.output, text)
+    _write(args.output, text)
     return ExitCode.OK
 
 
@@ -504,7 +542,9 @@ def _add_explain(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-p", "--policy", required=True, help="the policy file")
     p.add_argument("target", metavar="REPO[:TAG]", help="a repository, or one of its tags")
-    p.add_argument("--as-of", type=_parse_as_of, help="evaluate as if it were this date (UTC)")
+    p.add_argument(
+        "--as-of", metavar="DATE", help="evaluate as if it were this date (UTC), e.g. 2026-01-31"
+    )
     p.add_argument(
         "--from-inventory", metavar="FILE", help="explain from a saved inventory; no registry"
     )
@@ -512,8 +552,8 @@ def _add_explain(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    now = _now(args.as_of)
     policy = _load_policy(args.policy)
-    now = args.as_of or datetime.now(UTC)
     repository, _, tag = args.target.partition(":")
     if args.from_inventory:
         inventory = _read_inventory(args.from_inventory)
@@ -522,7 +562,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             policy, now=now, repository=re2.escape(repository), progress=_progress(args)
         )
     verdicts = explain(policy, inventory, now, repository, tag or None)
-    write_output(None, _explanation_text(verdicts))
+    _write(None, _explanation_text(verdicts))
     return ExitCode.OK
 
 
