@@ -17,6 +17,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -410,6 +411,18 @@ def _write(path: str | None, text: str) -> None:
         raise RetentionError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
+def _narrow(inventory: Inventory, repository: str | None) -> Inventory:
+    """A saved inventory cut down to `--repository`, marked partial as a live narrowed walk is."""
+    if repository is None:
+        return inventory
+    pattern = _repository_pattern(repository)
+    return replace(
+        inventory,
+        repositories=tuple(r for r in inventory.repositories if pattern.matches(r.name)),
+        complete=False,
+    )
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     now = _now(args.as_of)
     _check_output(args.output)
@@ -417,7 +430,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         _repository_pattern(args.repository)  # a bad pattern is an error before anything else
     policy = _load_policy(args.policy)
     if args.from_inventory:
-        inventory = _read_inventory(args.from_inventory)
+        inventory = _narrow(_read_inventory(args.from_inventory), args.repository)
+        # the walk logged these when it ran; a saved inventory would otherwise hide them
+        for warning in inventory.warnings:
+            log.warning("%s", warning)
         plan = evaluate(policy, inventory, now)
     else:
         plan, _ = _make_plan(
@@ -429,13 +445,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         )
     if args.output:
         _write(args.output, plan_to_json(plan))
+    text_shown = False
     if not args.quiet or not args.output:
         if args.format == "json":
             _write(None, plan_to_json(plan))
         else:
             _write(None, render_text(plan, show_kept=args.show_kept, now=now))
-    for warning in plan.warnings:
-        log.warning("%s", warning)
+            text_shown = True
+    if not text_shown:  # the text plan ends with its warnings: do not repeat them
+        for warning in plan.warnings:
+            log.warning("%s", warning)
     if args.detailed_exitcode and plan.deletions:
         return ExitCode.CHANGES
     return ExitCode.OK
