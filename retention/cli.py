@@ -498,11 +498,16 @@ def _inventory_text(inventory: Inventory) -> str:
     )
     for r in repos:
         lines += ["", f"{r.name}:"]
+        # columns as wide as this repository's longest tag: cosign tags are 75 characters
+        tag_width = max([len(t.name) for t in r.tags] + [3])
+        lines.append(f"  {'TAG':<{tag_width}}  {'DIGEST':<19}  {'CREATED':<20}  {'SIZE':>10}")
         for t in r.tags:
             image = r.image(t.digest)
             created = format_time(image.created) if image and image.created else "unknown"
             size = human_bytes(image.size) if image else "?"
-            lines.append(f"  {t.name:<30} {t.digest[:19]}  {created:<20}  {size:>10}")
+            lines.append(
+                f"  {t.name:<{tag_width}}  {t.digest[:19]}  {created:<20}  {size:>10}".rstrip()
+            )
     lines.extend(f"warning: {w}" for w in inventory.warnings)
     return "\n".join(lines) + "\n"
 
