@@ -21,6 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import re2
 
@@ -381,15 +382,20 @@ def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cmd_plan)
 
 
+_SAVE_INVENTORY = "save one with `retention inventory -p POLICY --format json -o FILE`"
+
+
 def _read_inventory(path: str) -> Inventory:
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InventoryError(
-            f"{path}: cannot read the inventory: {exc}",
-            hint="save one with `retention inventory -p POLICY --format json -o FILE`",
+            f"{path}: cannot read the inventory: {exc}", hint=_SAVE_INVENTORY
         ) from exc
-    return Inventory.from_json(doc)
+    try:
+        return Inventory.from_json(doc)
+    except InventoryError as exc:  # say which file: a plan passed by mistake is the usual case
+        raise InventoryError(f"{path}: {exc.message}", hint=_SAVE_INVENTORY) from exc
 
 
 def _check_output(path: str | None) -> None:
@@ -578,16 +584,33 @@ def _add_explain(sub: Any, common: argparse.ArgumentParser) -> None:
 def _cmd_explain(args: argparse.Namespace) -> int:
     now = _now(args.as_of)
     policy = _load_policy(args.policy)
-    repository, _, tag = args.target.partition(":")
+    repository, tag = _explain_target(args.target, policy.registry.url)
     if args.from_inventory:
         inventory = _read_inventory(args.from_inventory)
     else:
         inventory = _take(
             policy, now=now, repository=re2.escape(repository), progress=_progress(args)
         )
-    verdicts = explain(policy, inventory, now, repository, tag or None)
+    verdicts = explain(policy, inventory, now, repository, tag)
     _write(None, _explanation_text(verdicts))
     return ExitCode.OK
+
+
+def _explain_target(target: str, registry_url: str) -> tuple[str, str | None]:
+    """`REPO[:TAG]` -> (repository, tag). A reference pasted with the policy's registry host in
+    front (`127.0.0.1:5000/apps/web:v1`) works too: a colon followed by a `/` is a port."""
+    if "@" in target:
+        raise RetentionError(
+            f"{target!r}: explain takes REPO or REPO:TAG, not a digest reference",
+            hint="name the tag; `retention plan --show-kept` lists untagged manifests",
+        )
+    name, colon, tag = target.rpartition(":")
+    if not colon or "/" in tag:
+        name, tag = target, ""
+    host = urlsplit(registry_url).netloc
+    if host and name.startswith(host + "/"):
+        name = name[len(host) + 1 :]
+    return name, tag or None
 
 
 def _explanation_text(verdicts: list[TagVerdict]) -> str:
