@@ -32,9 +32,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict retention
 
-test: $(STAMP) registry-bin lint typecheck
+# pytest runs last so that its summary closes the output
+test: $(STAMP) registry-bin lint typecheck wheel-check
 	$(BIN)/python -m pytest -q
-	$(MAKE) --no-print-directory wheel-check
 
 # The schemas ship inside the wheel: validate the example policies from an installed wheel.
 wheel-check: $(STAMP)

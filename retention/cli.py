@@ -6,19 +6,62 @@ The only module that prints, exits or configures logging; nothing imports it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import dataclasses
 import enum
+import hashlib
+import io
 import json
 import logging
 import os
+import re
+import signal
 import sys
 import tempfile
+import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import re2
 
 from retention import __version__
-from retention.errors import RetentionError
+from retention import plan as plan_mod
+from retention.apply import ApplyReport, Preflight, ProgressEvent, apply_plan, check_plan
+from retention.cache import DigestCache
+from retention.doctor import run_checks
+from retention.errors import AuthError, InventoryError, PolicyError, RetentionError, ScheduleError
+from retention.evaluate import TagVerdict, age_words, evaluate, explain
+from retention.gc import DEFAULT_TIMEOUT_SECONDS, run_gc, untagged_warnings
+from retention.inventory import Progress, take_inventory
+from retention.journal import Journal, default_journal_path, read_journal, redact_url
+from retention.model import Inventory, Repository
+from retention.oci import format_time
+from retention.plan import Plan, human_bytes, render_text
+from retention.plan import to_json as plan_to_json
+from retention.policy.load import compile_pattern, load_policy, load_policy_text, validate_files
+from retention.policy.model import Auth, Pattern, Policy, RegistryConfig, Schedule
+from retention.registry.client import RegistryClient, RetryPolicy
+from retention.restore import GC_HINT, RestoreOutcome, restore, select
+from retention.schedule import (
+    RunLog,
+    RunOutcome,
+    RunRecord,
+    StopFlag,
+    acquire_lock,
+    default_history_path,
+    lock_path_for,
+    next_times,
+    run_loop,
+    run_now,
+)
+from retention.starter import check_credentials, starter_policy
 
 log = logging.getLogger("retention")
 
@@ -33,6 +76,10 @@ class ExitCode(enum.IntEnum):
 Handler = Callable[[argparse.Namespace], int]
 
 EPILOG_HINT = "Docs: README.md and docs/ in the project."
+FALLBACK_HINT = (
+    "look the message up in docs/troubleshooting.md; --verbose shows the HTTP requests "
+    "and the traceback"
+)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -136,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        if exc.hint is None and not isinstance(exc, PolicyError):
+            # every error ends with what to do next (policy diagnostics carry their own hints)
+            print(f"hint: {FALLBACK_HINT}", file=sys.stderr)
         return ExitCode.ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -144,3 +194,1307 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # Each `_add_<command>(sub, common)` registers one subcommand and sets `func` to its handler.
 _COMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = []
+
+
+# --- validate ---------------------------------------------------------------------------------
+# Diagnostics and the summary go to stderr in text form; with `--format json` the diagnostics are
+# data and go to stdout as one JSON list, and the summary stays on stderr.
+
+
+def _add_validate(sub: Any, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "validate",
+        parents=[common],
+        help="check policy files against the schema and the semantic rules",
+        description=(
+            "Check every policy file and report every problem as FILE:LINE:COL: $.path: message. "
+            "Never contacts a registry. Unset ${VAR} references are warnings here (plan, apply "
+            "and schedule need them set). Exit 0 when every file is valid, 1 otherwise."
+        ),
+        epilog="Example: retention validate policies/*.yaml --strict",
+    )
+    parser.add_argument("policies", nargs="+", metavar="POLICY", help="policy files to check")
+    parser.add_argument(
+        "--strict", action="store_true", help="count warnings as errors (exit 1 on a warning)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text: one line per problem on stderr; json: a list of problems on stdout",
+    )
+    parser.set_defaults(func=_cmd_validate)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+
+    results = validate_files(args.policies, env=os.environ, require_env=False)
+    failing = {"error", "warning"} if args.strict else {"error"}
+    invalid = [p for p, diags in results.items() if any(d.severity in failing for d in diags)]
+    errors = sum(d.severity == "error" for diags in results.values() for d in diags)
+    warnings = sum(d.severity == "warning" for diags in results.values() for d in diags)
+    shown = [
+        d
+        for diags in results.values()
+        for d in diags
+        if not (args.quiet and d.severity not in failing)
+    ]
+    if args.format == "json":
+        doc = [
+            {
+                "file": d.file,
+                "line": d.line,
+                "column": d.column,
+                "path": d.path,
+                "severity": d.severity,
+                "message": d.message,
+                "hint": d.hint,
+            }
+            for d in shown
+        ]
+        write_output(None, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        for d in shown:
+            print(d.render(), file=sys.stderr)
+    counts = f"{errors} error(s), {warnings} warning(s)"
+    if invalid:
+        strict = " (--strict: warnings count)" if args.strict and warnings else ""
+        print(
+            f"{len(invalid)} of {len(results)} file(s) invalid: {counts}{strict}", file=sys.stderr
+        )
+        return ExitCode.ERROR
+    if not args.quiet:
+        extra = f", {warnings} warning(s)" if warnings else ""
+        print(f"{len(results)} file(s) valid{extra}", file=sys.stderr)
+    return ExitCode.OK
+
+
+_COMMANDS.append(_add_validate)
+
+
+# ---------------------------------------------------------------------------------------------
+# plan, inventory, explain: inventory the registry and evaluate the policy
+
+
+def _load_policy(path: str) -> Policy:
+    """Load a policy for a command that contacts the registry: unset ${VAR}s are errors."""
+    policy, warnings = load_policy(path, env=os.environ, require_env=True)
+    for w in warnings:
+        print(w.render(), file=sys.stderr)
+    return policy
+
+
+def _now(as_of: str | None) -> datetime:
+    """`--as-of` as an aware UTC time, else the clock.
+
+    Parsed here, not by argparse: argparse exits 2 on a bad value, and 2 means "changes present"
+    to a `plan --detailed-exitcode` caller; a bad date is an error (exit 1).
+    """
+    if as_of is None:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(as_of.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise RetentionError(
+            f"--as-of {as_of!r} is not a date",
+            hint="use 2026-01-31 or 2026-01-31T12:00:00Z (UTC unless an offset is given)",
+        ) from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _repository_pattern(text: str) -> Pattern:
+    try:
+        return compile_pattern(text)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "invalid pattern"
+        if isinstance(reason, bytes):  # google-re2 gives RE2's reason as bytes
+            reason = reason.decode("utf-8", "replace")
+        raise RetentionError(
+            f"--repository {text!r} is not a valid RE2 pattern: {reason}",
+            hint="it is matched against the whole repository name, e.g. 'apps/.*'",
+        ) from exc
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "retention" / "blobs"
+
+
+class _TtyProgress:
+    """Draws `phase done/total` on stderr when it is a terminal; costs nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._last = ""
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        line = f"\r{phase}: {done}/{total}"
+        if line != self._last:
+            sys.stderr.write(line + ("\n" if done >= total else ""))
+            sys.stderr.flush()
+            self._last = line
+
+
+def _progress(args: argparse.Namespace) -> _TtyProgress:
+    return _TtyProgress(sys.stderr.isatty() and not args.quiet)
+
+
+def _take(
+    policy: Policy,
+    *,
+    now: datetime,
+    repository: str | None,
+    progress: Progress | None,
+    use_cache: bool = True,
+) -> Inventory:
+    select_pattern = _repository_pattern(repository) if repository else None
+
+    def select(name: str) -> bool:
+        return select_pattern is None or select_pattern.matches(name)
+
+    cache = DigestCache(_cache_dir()) if use_cache else None
+    with RegistryClient(
+        policy.registry, concurrency=policy.settings.concurrency, env=os.environ
+    ) as client:
+        return take_inventory(
+            client,
+            now=now,
+            select=select,
+            complete=select_pattern is None,
+            concurrency=policy.settings.concurrency,
+            cache=cache,
+            progress=progress or (lambda phase, done, total: None),
+        )
+
+
+def _make_plan(
+    policy: Policy,
+    *,
+    now: datetime,
+    repository: str | None = None,
+    progress: Progress | None = None,
+    use_cache: bool = True,
+) -> tuple[Plan, Inventory]:
+    """Inventory the registry and evaluate the policy: the one path to a plan."""
+    inventory = _take(
+        policy, now=now, repository=repository, progress=progress, use_cache=use_cache
+    )
+    return evaluate(policy, inventory, now), inventory
+
+
+def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "plan",
+        parents=[common],
+        help="inventory the registry and show what the policy would delete",
+        description="Inventory the registry, evaluate the policy, and print the deletion plan. "
+        "Nothing is deleted.",
+        epilog="Example: retention plan -p policies/example.yaml -o plan.json",
+    )
+    p.add_argument("-p", "--policy", required=True, help="the policy file")
+    p.add_argument("-o", "--output", help="write the plan (JSON) to this file, for apply")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="stdout format")
+    p.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        help="exit 2 when the plan deletes something, 0 when it deletes nothing",
+    )
+    p.add_argument(
+        "--as-of", metavar="DATE", help="evaluate as if it were this date (UTC), e.g. 2026-01-31"
+    )
+    p.add_argument("--repository", metavar="REGEX", help="only repositories matching this RE2")
+    p.add_argument("--show-kept", action="store_true", help="list kept images too")
+    p.add_argument(
+        "--from-inventory", metavar="FILE", help="evaluate a saved inventory; no registry"
+    )
+    p.add_argument("--no-cache", action="store_true", help="do not use the digest cache")
+    p.set_defaults(func=_cmd_plan)
+
+
+_SAVE_INVENTORY = "save one with `retention inventory -p POLICY --format json -o FILE`"
+
+
+def _read_inventory(path: str) -> Inventory:
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InventoryError(
+            f"{path}: cannot read the inventory: {exc}", hint=_SAVE_INVENTORY
+        ) from exc
+    try:
+        return Inventory.from_json(doc)
+    except InventoryError as exc:  # say which file: a plan passed by mistake is the usual case
+        raise InventoryError(f"{path}: {exc.message}", hint=_SAVE_INVENTORY) from exc
+
+
+def _check_output(path: str | None) -> None:
+    """Fail before the registry walk, not after it, when `-o` cannot be written."""
+    if path is None or path == "-":
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise RetentionError(
+            f"-o {path}: the folder {folder} does not exist", hint="create it, or pick another"
+        )
+
+
+def _write(path: str | None, text: str) -> None:
+    """`write_output`, with a file system error reported as an error, not a traceback."""
+    try:
+        write_output(path, text)
+    except OSError as exc:
+        raise RetentionError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _narrow(inventory: Inventory, repository: str | None) -> Inventory:
+    """A saved inventory cut down to `--repository`, marked partial as a live narrowed walk is."""
+    if repository is None:
+        return inventory
+    pattern = _repository_pattern(repository)
+    return replace(
+        inventory,
+        repositories=tuple(r for r in inventory.repositories if pattern.matches(r.name)),
+        complete=False,
+    )
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    now = _now(args.as_of)
+    _check_output(args.output)
+    if args.repository:
+        _repository_pattern(args.repository)  # a bad pattern is an error before anything else
+    policy = _load_policy(args.policy)
+    if args.from_inventory:
+        inventory = _narrow(_read_inventory(args.from_inventory), args.repository)
+        # the walk logged these when it ran; a saved inventory would otherwise hide them
+        for warning in inventory.warnings:
+            log.warning("%s", warning)
+        plan = evaluate(policy, inventory, now)
+    else:
+        plan, _ = _make_plan(
+            policy,
+            now=now,
+            repository=args.repository,
+            progress=_progress(args),
+            use_cache=not args.no_cache,
+        )
+    if args.output:
+        _write(args.output, plan_to_json(plan))
+    text_shown = False
+    if not args.quiet or not args.output:
+        if args.format == "json":
+            _write(None, plan_to_json(plan))
+        else:
+            _write(None, render_text(plan, show_kept=args.show_kept, now=now))
+            text_shown = True
+    if not text_shown:  # the text plan ends with its warnings: do not repeat them
+        for warning in plan.warnings:
+            log.warning("%s", warning)
+    if args.detailed_exitcode and plan.deletions:
+        return ExitCode.CHANGES
+    return ExitCode.OK
+
+
+def _add_inventory(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "inventory",
+        parents=[common],
+        help="list repositories, tags, digests, created dates and sizes",
+        description="Walk the registry and report where the disk went: repositories by size, "
+        "then every tag with its digest, created date and size.",
+        epilog="Example: retention inventory -p policy.yaml --format csv -o inventory.csv",
+    )
+    p.add_argument("-p", "--policy", required=True, help="the policy file (registry, auth)")
+    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--repository", metavar="REGEX", help="only repositories matching this RE2")
+    p.add_argument("--no-cache", action="store_true", help="do not use the digest cache")
+    p.set_defaults(func=_cmd_inventory)
+
+
+def _repo_bytes(repo: Repository) -> int:
+    """Bytes the repository's manifests and blobs take, each blob once."""
+    blobs: dict[str, int] = {}
+    for image in repo.images:
+        blobs[image.digest] = image.manifest_size
+        blobs.update((b.digest, b.size) for b in image.blobs)
+    return sum(blobs.values())
+
+
+def _inventory_text(inventory: Inventory) -> str:
+    lines = [f"Registry {inventory.registry}, taken {format_time(inventory.taken_at)}", ""]
+    repos = sorted(inventory.repositories, key=lambda r: (-_repo_bytes(r), r.name))
+    width = max([len(r.name) for r in repos] + [10])
+    lines.append(f"{'REPOSITORY':<{width}}  {'TAGS':>6}  {'IMAGES':>6}  {'SIZE':>10}")
+    lines.extend(
+        f"{r.name:<{width}}  {len(r.tags):>6}  {len(r.images):>6}  "
+        f"{human_bytes(_repo_bytes(r)):>10}"
+        for r in repos
+    )
+    for r in repos:
+        lines += ["", f"{r.name}:"]
+        # columns as wide as this repository's longest tag: cosign tags are 75 characters
+        tag_width = max([len(t.name) for t in r.tags] + [3])
+        lines.append(f"  {'TAG':<{tag_width}}  {'DIGEST':<19}  {'CREATED':<20}  {'SIZE':>10}")
+        for t in r.tags:
+            image = r.image(t.digest)
+            created = format_time(image.created) if image and image.created else "unknown"
+            size = human_bytes(image.size) if image else "?"
+            lines.append(
+                f"  {t.name:<{tag_width}}  {t.digest[:19]}  {created:<20}  {size:>10}".rstrip()
+            )
+    lines.extend(f"warning: {w}" for w in inventory.warnings)
+    return "\n".join(lines) + "\n"
+
+
+def _inventory_csv(inventory: Inventory) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["repository", "tag", "digest", "media_type", "kind", "created", "size"])
+    for r in inventory.repositories:
+        for t in r.tags:
+            image = r.image(t.digest)
+            writer.writerow(
+                [
+                    r.name,
+                    t.name,
+                    t.digest,
+                    image.media_type if image else "",
+                    image.kind.value if image else "",
+                    format_time(image.created) if image and image.created else "",
+                    image.size if image else "",
+                ]
+            )
+    return out.getvalue()
+
+
+def _cmd_inventory(args: argparse.Namespace) -> int:
+    _check_output(args.output)
+    if args.repository:
+        _repository_pattern(args.repository)
+    policy = _load_policy(args.policy)
+    inventory = _take(
+        policy,
+        now=datetime.now(UTC),
+        repository=args.repository,
+        progress=_progress(args),
+        use_cache=not args.no_cache,
+    )
+    if args.format == "json":
+        text = json.dumps(inventory.to_json(), indent=2, sort_keys=True) + "\n"
+    elif args.format == "csv":
+        text = _inventory_csv(inventory)
+    else:
+        text = _inventory_text(inventory)
+    _write(args.output, text)
+    return ExitCode.OK
+
+
+def _add_explain(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "explain",
+        parents=[common],
+        help="why each tag of a repository is kept or deleted",
+        description="For each tag: the owning rule, its rank among that rule's images, its age, "
+        "and the decisive reason.",
+        epilog="Example: retention explain -p policy.yaml apps/web:pr-123-abc1234",
+    )
+    p.add_argument("-p", "--policy", required=True, help="the policy file")
+    p.add_argument("target", metavar="REPO[:TAG]", help="a repository, or one of its tags")
+    p.add_argument(
+        "--as-of", metavar="DATE", help="evaluate as if it were this date (UTC), e.g. 2026-01-31"
+    )
+    p.add_argument(
+        "--from-inventory", metavar="FILE", help="explain from a saved inventory; no registry"
+    )
+    p.set_defaults(func=_cmd_explain)
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    now = _now(args.as_of)
+    policy = _load_policy(args.policy)
+    repository, tag = _explain_target(args.target, policy.registry.url)
+    if args.from_inventory:
+        inventory = _read_inventory(args.from_inventory)
+    else:
+        inventory = _take(
+            policy, now=now, repository=re2.escape(repository), progress=_progress(args)
+        )
+    verdicts = explain(policy, inventory, now, repository, tag)
+    _write(None, _explanation_text(verdicts))
+    return ExitCode.OK
+
+
+def _explain_target(target: str, registry_url: str) -> tuple[str, str | None]:
+    """`REPO[:TAG]` -> (repository, tag). A reference pasted with the policy's registry host in
+    front (`127.0.0.1:5000/apps/web:v1`) works too: a colon followed by a `/` is a port."""
+    if "@" in target:
+        raise RetentionError(
+            f"{target!r}: explain takes REPO or REPO:TAG, not a digest reference",
+            hint="name the tag; `retention plan --show-kept` lists untagged manifests",
+        )
+    name, colon, tag = target.rpartition(":")
+    if not colon or "/" in tag:
+        name, tag = target, ""
+    host = urlsplit(registry_url).netloc
+    if host and name.startswith(host + "/"):
+        name = name[len(host) + 1 :]
+    return name, tag or None
+
+
+def _explanation_text(verdicts: list[TagVerdict]) -> str:
+    lines = []
+    for v in verdicts:
+        age = age_words(v.age) if v.age is not None else "age unknown"
+        rule = f"rule {v.rule}" if v.rule else "no rule"
+        rank = f", rank {v.rank}" if v.rank is not None else ""
+        lines.append(f"{v.repository}:{v.tag}  {v.digest[:19]}  {age}  ({rule}{rank})")
+        lines.append(f"    {v.line()}")
+    return "\n".join(lines) + "\n"
+
+
+_COMMANDS.extend([_add_plan, _add_inventory, _add_explain])
+
+
+# ---------------------------------------------------------------------------------------------
+# init: read the registry's tags and write a commented starter policy (retention.starter)
+# Imports are local so this block stays self-contained for merges.
+
+
+def _add_init(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "init",
+        parents=[common],
+        help="write a starter policy from the tags in a registry",
+        description="Read the registry's catalog and tags, recognise common tag families "
+        "(releases, latest, pull-request, branch, nightly and dated builds, git shas, signatures) "
+        "and write a commented starter policy that protects releases and `latest` and keeps "
+        "recent builds. Reads only; deletes nothing.",
+        epilog="Example: retention init --registry http://127.0.0.1:5000 -o policy.yaml",
+    )
+    p.add_argument("--registry", required=True, metavar="URL", help="the registry's base URL")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the policy to FILE (default: stdout); an existing FILE is kept unless --force",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing -o FILE")
+    p.add_argument("--username", metavar="USER", help="log in as USER (with --password-env)")
+    p.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="read the password from environment variable VAR; the policy refers to ${VAR}",
+    )
+    p.set_defaults(func=_cmd_init)
+
+
+def _refuse_existing(path: str | None, force: bool) -> None:
+    if path not in (None, "-") and not force and Path(path).exists():
+        raise RetentionError(
+            f"{path} already exists; not overwriting it",
+            hint="pass --force to replace it, or choose another file with -o",
+        )
+
+
+def _write_new(path: str, text: str) -> None:
+    """Write `text` to a file that must not exist yet, atomically: a temp file hard-linked into
+    place, so a file created meanwhile is never replaced."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            _refuse_existing(path, force=False)
+            raise
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+
+    _refuse_existing(args.output, args.force)
+    check_credentials(args.username, args.password_env)
+    auth = None
+    if args.username is not None:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise RetentionError(
+                f"environment variable {args.password_env} is not set",
+                hint=f"export {args.password_env} with the password of {args.username}, "
+                "then run init again",
+            )
+        auth = Auth(username=args.username, password=password)
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(text, file=sys.stderr)
+
+    with RegistryClient(RegistryConfig(url=args.registry, auth=auth), env=os.environ) as client:
+        say(f"reading the catalog of {client.url} (as {client.credential_source}) ...")
+        try:
+            repositories = sorted(client.catalog())
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                listed = pool.map(client.list_tags, repositories)
+                tags = dict(zip(repositories, listed, strict=True))
+        except AuthError as exc:
+            # init reads everything: the catalog needs the registry:catalog:* scope
+            exc.hint = (
+                "pass --username USER --password-env VAR, or `docker login` to the registry, "
+                "as a user allowed to list the catalog and pull every repository"
+            )
+            raise
+        url = client.url
+    total = sum(len(t) for t in tags.values())
+    say(f"read {len(repositories)} repositories and {total} tags")
+    if not repositories:
+        say("warning: the catalog is empty; the policy only protects `latest` and releases")
+
+    text = starter_policy(
+        tags,
+        url=url,
+        username=args.username,
+        password_env=args.password_env,
+        written_on=datetime.now(UTC).date().isoformat(),
+        filename=args.output if args.output not in (None, "-") else None,
+    )
+    # The starter is meant to validate as written; check it before anyone relies on that.
+    load_policy_text(text, args.output or "<init>", env=os.environ, require_env=False)
+
+    if args.output in (None, "-"):
+        write_output(None, text)
+        return ExitCode.OK
+    if args.force:
+        write_output(args.output, text)
+    else:
+        _write_new(args.output, text)
+    say(
+        f"wrote {args.output}; review it, then:\n"
+        f"  retention validate {args.output}\n"
+        f"  retention plan -p {args.output}"
+    )
+    return ExitCode.OK
+
+
+_COMMANDS.append(_add_init)
+
+
+# --- schedule ---------------------------------------------------------------------------------
+# plan + apply on the policy's cron schedule (retention.schedule), or once (--once) for CronJobs
+# and systemd timers; then the optional gc step (retention.gc). The signal handlers live here:
+# SIGTERM/SIGINT set the loop's stop flag, and the run in flight finishes.
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 time; without an offset it is UTC."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2024-10-27T01:00:00+02:00)"
+        ) from exc
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def _add_schedule(sub: Any, common: argparse.ArgumentParser) -> None:
+
+    parser = sub.add_parser(
+        "schedule",
+        parents=[common],
+        help="plan and apply on the policy's cron schedule, or once",
+        description=(
+            "Plan and apply at every tick of the policy's schedule (cron, timezone), holding a "
+            "per-policy lock, appending each run to a JSON-lines history and, with "
+            "--metrics-file, writing Prometheus metrics. --once runs now and exits (CronJobs, "
+            "systemd timers; no schedule: section needed). SIGTERM/SIGINT let the run in flight "
+            "finish, then exit 0. See docs/scheduling.md."
+        ),
+        epilog=(
+            "Example: retention schedule -p /etc/retention/policy.yaml --once "
+            "--metrics-file /var/lib/node_exporter/retention.prom"
+        ),
+    )
+    parser.add_argument("-p", "--policy", required=True, help="the policy file")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="run once, now, and exit")
+    mode.add_argument(
+        "--next",
+        type=_positive_int,
+        metavar="N",
+        help="print the next N run times (ISO 8601, in the policy's time zone) and exit",
+    )
+    parser.add_argument(
+        "--after",
+        type=_instant,
+        metavar="TIME",
+        help="with --next: the times after TIME instead of after now",
+    )
+    parser.add_argument(
+        "--lock",
+        metavar="PATH",
+        help="lock file (default: $XDG_STATE_HOME/retention/locks/<policy>-<hash>.lock)",
+    )
+    parser.add_argument(
+        "--history",
+        metavar="PATH",
+        help="run history, JSON lines (default: $XDG_STATE_HOME/retention/history.jsonl)",
+    )
+    parser.add_argument(
+        "--metrics-file", metavar="PATH", help="write Prometheus text-format metrics here"
+    )
+    parser.add_argument(
+        "--gc-timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help=f"kill the gc command after this long (default {DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    parser.set_defaults(func=_cmd_schedule)
+
+
+def _schedule_of(policy: Policy) -> Schedule:
+    if policy.schedule is None:
+        raise ScheduleError(
+            f"{policy.path}: the policy has no schedule: section",
+            hint='add `schedule: {cron: "30 3 * * *", timezone: UTC}`, or run '
+            "`retention schedule --once` from cron, a systemd timer or a Kubernetes CronJob",
+        )
+    return policy.schedule
+
+
+def _cmd_schedule(args: argparse.Namespace) -> int:
+
+    if args.after is not None and args.next is None:
+        raise ScheduleError("--after goes with --next", hint="retention schedule -p P --next 5")
+    if args.next is not None:
+        # Listing times needs no registry and no secrets: unset ${VAR}s are only warnings here.
+        policy, _ = load_policy(args.policy, env=os.environ, require_env=False)
+        listed = _schedule_of(policy)
+        start = args.after or datetime.now(UTC)
+        times = next_times(listed.cron, listed.timezone, start, args.next)
+        write_output(None, "".join(f"{t.isoformat()}\n" for t in times))
+        return ExitCode.OK
+
+    policy = _load_policy(args.policy)
+    schedule = None if args.once else _schedule_of(policy)
+    lock = Path(args.lock) if args.lock else lock_path_for(args.policy, os.environ)
+    history = Path(args.history) if args.history else default_history_path(os.environ)
+    record_run = RunLog(
+        policy=args.policy,
+        history=history,
+        metrics=Path(args.metrics_file) if args.metrics_file else None,
+    )
+    stop = StopFlag()
+
+    def run_once() -> RunOutcome:
+        return _scheduled_run(policy, stop=stop, gc_timeout=args.gc_timeout)
+
+    def on_record(record: RunRecord) -> None:
+        record_run(record)
+        if not args.quiet:
+            print(_run_summary(record), file=sys.stderr)
+
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    with _stop_on_signals(stop):
+        if schedule is None:
+            record = run_now(
+                run_once, policy=args.policy, now=now, lock_path=lock, on_record=on_record
+            )
+            return {"ok": ExitCode.OK, "partial": ExitCode.PARTIAL}.get(
+                record.status, ExitCode.ERROR
+            )
+        log.info(
+            "schedule %r in %s for %s; lock %s; history %s",
+            schedule.cron,
+            schedule.timezone,
+            args.policy,
+            lock,
+            history,
+        )
+        run_loop(
+            run_once,
+            cron=schedule.cron,
+            timezone=schedule.timezone,
+            policy=args.policy,
+            now=now,
+            sleep=time.sleep,
+            stop=stop,
+            lock_path=lock,
+            on_record=on_record,
+        )
+    return ExitCode.OK
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
+    """SIGTERM/SIGINT set `stop`; a second one gets the default action (exit at once).
+
+    The handler only sets a flag: logging or printing from a signal handler can re-enter a
+    buffered stream the main thread is writing to.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set(signal.Signals(signum).name)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if stop.reason:
+            print(f"{stop.reason}: stopped after the run in flight", file=sys.stderr)
+
+
+def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunOutcome:
+    """One scheduled run: plan, apply with the policy's limits, then gc if something went."""
+
+    now = datetime.now(UTC)
+    plan, inventory = _make_plan(policy, now=now)
+    warnings = list(plan.warnings)
+    if policy.gc is not None:
+        warnings += untagged_warnings(policy.gc.command, inventory)
+    for warning in warnings:
+        log.warning("%s", warning)
+    outcome = RunOutcome(
+        repositories=plan.summary.repositories,
+        tags=plan.summary.tags,
+        images=plan.summary.images,
+        tags_planned=plan.summary.tags_deleted,
+        images_planned=plan.summary.images_deleted,
+        bytes_reclaimable=plan.summary.bytes_reclaimable,
+        warnings=tuple(warnings),
+    )
+    if plan.deletions:
+        report = _apply_scheduled(policy, plan, now=now, stop=stop)
+        outcome = dataclasses.replace(
+            outcome,
+            deleted=report.count("deleted") + report.count("resumed"),
+            stale=report.count("stale"),
+            gone=report.count("gone"),
+            failed=report.count("failed"),
+            bytes_deleted=report.bytes_reclaimable,
+            error=report.error.diagnostics() if report.error else None,
+        )
+    if policy.gc is None or outcome.deleted == 0:
+        return outcome
+    if stop.is_set():
+        log.warning("%s: garbage collection not started; run it by hand", stop.reason)
+        return dataclasses.replace(
+            outcome, warnings=(*outcome.warnings, "stopped before garbage collection")
+        )
+    gc = run_gc(policy.gc.command, storage_path=policy.gc.storage_path, timeout=gc_timeout)
+    return dataclasses.replace(
+        outcome,
+        gc_command=gc.command,
+        gc_exit_code=gc.exit_code,
+        gc_output=gc.output,
+        gc_bytes_freed=gc.bytes_freed,
+        gc_error=gc.error,
+    )
+
+
+def _plan_sha256(plan: Plan) -> str:
+    """A one-step plan's journal key, as a saved plan's is the sha256 of its file."""
+    return hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
+
+
+def _execute_plan(
+    plan: Plan,
+    plan_sha256: str,
+    policy: Policy,
+    *,
+    journal_path: Path,
+    verify_kept: bool,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ApplyReport:
+    """The one way a plan is executed: by `apply` and by every scheduled run."""
+    with (
+        RegistryClient(
+            policy.registry, concurrency=policy.settings.concurrency, env=os.environ
+        ) as client,
+        Journal(journal_path, registry=client.url).open(
+            plan_sha256=plan_sha256, policy_path=policy.path
+        ) as journal,
+    ):
+        return apply_plan(
+            plan,
+            client,
+            journal,
+            concurrency=policy.settings.concurrency,
+            progress=progress,
+            verify_kept=verify_kept,
+            should_stop=should_stop,
+        )
+
+
+def _apply_scheduled(policy: Policy, plan: Plan, *, now: datetime, stop: StopFlag) -> ApplyReport:
+    """Apply a plan just made, with the policy's limits and a journal, as `apply -p` does."""
+    preflight = check_plan(plan, registry_url=policy.registry.url, now=now, policy=policy)
+    for warning in preflight.warnings:
+        log.warning("%s", warning)
+    digest = _plan_sha256(plan)
+    return _execute_plan(
+        plan,
+        digest,
+        policy,
+        journal_path=default_journal_path(policy.registry.url, digest, os.environ),
+        verify_kept=False,  # the plan is seconds old: made by this run from a fresh inventory
+        should_stop=stop.is_set,
+    )
+
+
+def _run_summary(record: RunRecord) -> str:
+    o = record.outcome
+    text = f"run {record.status} ({record.duration_seconds:.1f} s)"
+    if o is not None:
+        text += (
+            f": planned {o.images_planned} of {o.images} image(s), deleted {o.deleted} "
+            f"({human_bytes(o.bytes_deleted)}), {o.stale} stale, {o.gone} already gone, "
+            f"{o.failed} failed"
+        )
+        if o.gc_command is not None:
+            freed = "" if o.gc_bytes_freed is None else f", freed {human_bytes(o.gc_bytes_freed)}"
+            text += f"; gc exit {o.gc_exit_code}{freed}"
+    if record.missed_ticks:
+        text += f"; skipped {len(record.missed_ticks)} tick(s) it overran"
+    if record.error:
+        text += f"\nerror: {record.error}"
+    return text
+
+
+_COMMANDS.append(_add_schedule)
+
+
+# --- apply, restore, doctor -------------------------------------------------------------------
+# Summaries, progress and outcomes go to stderr (apply produces no data); doctor's check lines are
+# its result and go to stdout. Confirmation: a TTY is asked, anything else needs --yes.
+
+_DURATION_RE = re.compile(r"(\d+)([smhdw])")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _duration_arg(text: str) -> timedelta:
+    match = _DURATION_RE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 24h, 90m or 7d")
+    return timedelta(**{_DURATION_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _stdin_is_tty() -> bool:
+    return sys.stdin.isatty()
+
+
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def _confirm(question: str, *, yes: bool, what: str) -> bool:
+    """True to go on. `--yes` skips the question; without a terminal to ask, it is required."""
+    if yes:
+        return True
+    if not _stdin_is_tty():
+        raise RetentionError(
+            f"stdin is not a terminal, so there is no one to confirm {what}",
+            hint="pass --yes to proceed without confirmation (CI, cron, scripts)",
+        )
+    print(f"{question} Type 'yes' to continue: ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline().strip().lower()
+    except (OSError, ValueError):
+        answer = ""
+    return answer == "yes"
+
+
+def _load_policy_quietly(path: str, args: argparse.Namespace) -> Policy:
+    """`_load_policy`, with its warnings silenced by --quiet."""
+    policy, diagnostics = load_policy(path, env=os.environ, require_env=True)
+    if not args.quiet:
+        for d in diagnostics:
+            print(d.render(), file=sys.stderr)
+    return policy
+
+
+def _short_ref(repository: str, digest: str) -> str:
+    return f"{repository}@{digest[:19]}"
+
+
+def _add_apply(sub: Any, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "apply",
+        parents=[common],
+        help="re-verify and delete exactly what a plan lists",
+        description=(
+            "Refuses, before the first DELETE, a plan for another registry or format, one older "
+            "than --max-plan-age, one over max_deletions (the stricter of the plan's and the "
+            "policy's) and an inconsistent one. Re-lists the tags of each repository, re-resolves "
+            "every tag the plan lists, deletes only digests proven to be manifests, indexes before "
+            "their platform manifests. Writes a journal so a re-run resumes and `retention "
+            "restore` can undo. Asks for confirmation on a terminal; --yes otherwise. Exit 0 when "
+            "everything planned is gone, 3 when only part of the plan was applied, 1 on error."
+        ),
+        epilog=(
+            "Example: retention apply plan.json   |   retention apply -p policy.yaml --yes "
+            "(plan and apply in one step)"
+        ),
+    )
+    parser.add_argument(
+        "plan", nargs="?", metavar="PLAN.json", help="a plan from `retention plan -o`"
+    )
+    parser.add_argument(
+        "-p",
+        "--policy",
+        metavar="POLICY",
+        help="credentials and settings from this policy (default: the policy the plan names); "
+        "without PLAN.json: plan and apply in one step (needs --yes)",
+    )
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="journal file (default: $XDG_STATE_HOME/retention/journal/<host>-<plan sha>.jsonl)",
+    )
+    parser.add_argument(
+        "--max-plan-age",
+        type=_duration_arg,
+        default=timedelta(hours=24),
+        metavar="DURATION",
+        help="refuse a plan older than this (default 24h; units s m h d w)",
+    )
+    parser.add_argument(
+        "--verify-kept-tags",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also re-resolve every tag the plan keeps (one request each), so that a kept tag "
+        "moved onto a planned image since the plan (a rollback) keeps it; default: on for a "
+        "saved plan, off for a one-step -p run whose plan is seconds old",
+    )
+    parser.set_defaults(func=_cmd_apply)
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+
+    now = datetime.now(UTC)
+    if args.plan is None:
+        if args.policy is None:
+            raise RetentionError(
+                "apply needs a plan file, or -p POLICY with --yes to plan and apply in one step",
+                hint="retention plan -p POLICY -o plan.json, review it, then retention apply "
+                "plan.json",
+            )
+        if not args.yes:
+            raise RetentionError(
+                "planning and applying in one step deletes without review, so it needs --yes",
+                hint="to review first: retention plan -p POLICY -o plan.json, then retention "
+                "apply plan.json",
+            )
+        policy = _load_policy_quietly(args.policy, args)
+        plan, _inventory = _make_plan(policy, now=now, repository=None, progress=_progress(args))
+        if not args.quiet:
+            sys.stderr.write(render_text(plan, now=now))
+        plan_sha256 = _plan_sha256(plan)
+    else:
+        try:
+            data = Path(args.plan).read_bytes()
+        except OSError as exc:
+            raise RetentionError(f"cannot read plan {args.plan}: {exc.strerror or exc}") from exc
+        plan = plan_mod.from_json(data, args.plan)
+        plan_sha256 = hashlib.sha256(data).hexdigest()
+        policy_path = args.policy or plan.policy_path
+        if args.policy is None and not Path(policy_path).is_file():
+            raise RetentionError(
+                f"the plan names policy {policy_path}, which is not a file here",
+                hint="pass -p POLICY: apply takes credentials and settings from it",
+            )
+        policy = _load_policy_quietly(policy_path, args)
+        if policy.sha256 != plan.policy_sha256:
+            log.warning(
+                "policy %s changed since the plan was made (sha256 %s, the plan says %s): "
+                "apply uses its credentials, settings and protect patterns",
+                policy.path,
+                policy.sha256[:12],
+                plan.policy_sha256[:12],
+            )
+    preflight = check_plan(
+        plan,
+        registry_url=policy.registry.url,
+        now=now,
+        max_plan_age=args.max_plan_age,
+        policy=policy,
+    )
+    for warning in preflight.warnings:
+        log.warning("%s", warning)
+    if not plan.deletions:
+        if not args.quiet:
+            print("the plan deletes nothing", file=sys.stderr)
+        return ExitCode.OK
+    # A saved plan may be hours old: a kept tag moved onto a planned image since (a rollback)
+    # must keep it, which costs one request per kept tag. A one-step plan is seconds old.
+    verify_kept = args.verify_kept_tags if args.verify_kept_tags is not None else bool(args.plan)
+    # The lock `retention schedule` takes: a scheduler and a manual apply never overlap.
+    with acquire_lock(lock_path_for(policy.path, os.environ), purpose="apply"):
+        return _run_apply(args, plan, plan_sha256, policy, preflight, verify_kept=verify_kept)
+
+
+def _run_apply(
+    args: argparse.Namespace,
+    plan: Plan,
+    plan_sha256: str,
+    policy: Policy,
+    preflight: Preflight,
+    *,
+    verify_kept: bool,
+) -> int:
+
+    journal_path = (
+        Path(args.journal)
+        if args.journal
+        else default_journal_path(policy.registry.url, plan_sha256, os.environ)
+    )
+    if not args.quiet:
+        print(
+            f"apply: delete {preflight.images} image(s) in {preflight.repositories} "
+            f"repository(ies) of {plan.registry}, freeing up to "
+            f"{human_bytes(preflight.bytes_reclaimable)} once garbage collection runs "
+            f"(limit {preflight.limit.allowed}: {preflight.limit.source})\n"
+            f"journal: {journal_path}",
+            file=sys.stderr,
+        )
+    question = f"Delete {preflight.images} image(s) from {plan.registry}?"
+    if not _confirm(question, yes=args.yes, what="the deletion"):
+        print("aborted: nothing was deleted", file=sys.stderr)
+        return ExitCode.ERROR
+    show_progress = _stderr_is_tty() and not args.quiet
+
+    def progress(event: ProgressEvent) -> None:
+        if show_progress:
+            o = event.outcome
+            ref = _short_ref(o.entry.repository, o.entry.digest)
+            print(
+                f"\r\x1b[K[{event.done}/{event.total}] {o.kind} {ref}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    report = _execute_plan(
+        plan,
+        plan_sha256,
+        policy,
+        journal_path=journal_path,
+        verify_kept=verify_kept,
+        progress=progress,
+    )
+    if show_progress:
+        print(file=sys.stderr)
+    _print_apply_report(report, journal_path, args.quiet)
+    if report.error is not None:
+        print(f"error: {report.error.diagnostics()}", file=sys.stderr)
+        if report.count("deleted") == 0:
+            return ExitCode.ERROR
+    return ExitCode.OK if report.complete else ExitCode.PARTIAL
+
+
+def _print_apply_report(report: Any, journal_path: Path, quiet: bool) -> None:
+    for kind in ("stale", "failed"):
+        for o in report.of_kind(kind):
+            print(
+                f"{kind}: {_short_ref(o.entry.repository, o.entry.digest)} {','.join(o.entry.tags)}"
+                f": {o.reason}",
+                file=sys.stderr,
+            )
+    if quiet and report.complete:
+        return
+    earlier = report.count("resumed")
+    repaired = sum(1 for o in report.outcomes if o.repaired)
+    extra = f"; {earlier} done by an earlier run" if earlier else ""
+    extra += f"; {repaired} dangling tag(s) repaired" if repaired else ""
+    print(
+        f"deleted {report.count('deleted')}, stale {report.count('stale')}, already gone "
+        f"{report.count('gone')}, failed {report.count('failed')}{extra}\n"
+        f"frees up to {human_bytes(report.bytes_reclaimable)} (the plan's figure) once garbage "
+        f"collection runs\njournal: {journal_path}",
+        file=sys.stderr,
+    )
+    if not report.complete:
+        print(
+            "only part of the plan was applied: run the same command again to finish it "
+            "(stale entries need a new plan)",
+            file=sys.stderr,
+        )
+
+
+_COMMANDS.append(_add_apply)
+
+
+def _add_restore(sub: Any, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "restore",
+        parents=[common],
+        help="re-upload the manifests an apply deleted, from its journal",
+        description=(
+            "Re-uploads the manifests an apply deleted (platform manifests before their index, "
+            "subjects before their artifacts) and points their tags at them again; a tag pushed "
+            "since is left alone. Works only until garbage collection runs: it re-uploads "
+            "manifests, not the layers they reference. Exit 0 when everything was restored, 3 "
+            "when only part, 1 when nothing."
+        ),
+        epilog="Example: retention restore ~/.local/state/retention/journal/FILE.jsonl --tag v1",
+    )
+    parser.add_argument("journal", metavar="JOURNAL", help="the journal an apply wrote")
+    parser.add_argument("-p", "--policy", metavar="POLICY", help="credentials from this policy")
+    parser.add_argument("--repository", metavar="REPO", help="only this repository")
+    parser.add_argument(
+        "--tag",
+        metavar="TAG",
+        help="only the image this tag named (with its platform manifests and artifacts)",
+    )
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.set_defaults(func=_cmd_restore)
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+
+    state = read_journal(args.journal)
+    registry = state.registry
+    if registry is None:
+        if not args.quiet:
+            print(f"{args.journal}: the journal records no deletion", file=sys.stderr)
+        return ExitCode.OK
+    policy_path = args.policy or state.policy_path
+    config = RegistryConfig(url=registry)
+    if policy_path is not None and (args.policy or Path(policy_path).is_file()):
+        policy = _load_policy_quietly(policy_path, args)
+        if redact_url(policy.registry.url) != redact_url(registry):
+            raise RetentionError(
+                f"policy {policy_path} is for {redact_url(policy.registry.url)}, but the journal "
+                f"is for {registry}",
+                hint="pass -p with a policy for the journal's registry",
+            )
+        config = policy.registry
+    items = select(state, repository=args.repository, tag=args.tag)
+    if not items:
+        what = " ".join(
+            p
+            for p in (
+                f"repository {args.repository}" if args.repository else "",
+                f"tag {args.tag}" if args.tag else "",
+            )
+            if p
+        )
+        raise RetentionError(
+            f"the journal records no deleted manifest{' for ' + what if what else ''}",
+            hint="check the names with: grep '\"intent\"' JOURNAL",
+        )
+    tags = sum(len(i.tags) for i in items)
+    if not args.quiet:
+        print(
+            f"restore: {len(items)} manifest(s) and {tags} tag(s) to {registry}\nnote: {GC_HINT}",
+            file=sys.stderr,
+        )
+    if not _confirm(f"Restore {len(items)} manifest(s)?", yes=args.yes, what="the restore"):
+        print("aborted: nothing was restored", file=sys.stderr)
+        return ExitCode.ERROR
+
+    def progress(outcome: RestoreOutcome) -> None:
+        ref = _short_ref(*outcome.key)
+        if outcome.kind == "failed":
+            print(f"failed: {ref}: {outcome.reason}", file=sys.stderr)
+        for tag, why in outcome.tags_skipped:
+            print(f"tag not restored: {outcome.key[0]}:{tag}: {why}", file=sys.stderr)
+
+    with RegistryClient(config, env=os.environ) as client:
+        report = restore(client, items, progress=progress)
+    restored = report.count("restored")
+    if not args.quiet or not report.complete:
+        repointed = sum(len(o.tags_restored) for o in report.outcomes)
+        print(
+            f"restored {restored} manifest(s), {repointed} tag(s); failed {report.count('failed')}",
+            file=sys.stderr,
+        )
+    if report.gc_ran:
+        print(
+            "garbage collection already ran since the apply: the blobs of some manifests are "
+            "gone, and those cannot be restored (push the images again)",
+            file=sys.stderr,
+        )
+    if report.complete:
+        return ExitCode.OK
+    return ExitCode.PARTIAL if restored else ExitCode.ERROR
+
+
+_COMMANDS.append(_add_restore)
+
+
+def _add_doctor(sub: Any, common: argparse.ArgumentParser) -> None:
+    parser = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check reachability, credentials, catalog access, deletion and clock",
+        description=(
+            "One line per check, ok/warn/fail: the registry is reachable; its API version "
+            "header; which credential source is used and whether it works; whether the catalog "
+            "is allowed; whether deletion is enabled (a DELETE of the all-zero digest: 404 "
+            "means enabled, 405 disabled; never a real digest); the clock skew against the "
+            "registry's Date header. Exit 1 when any check fails."
+        ),
+        epilog="Example: retention doctor -p policies/example.yaml",
+    )
+    parser.add_argument("-p", "--policy", metavar="POLICY", required=True, help="the policy")
+    parser.add_argument(
+        "--repository",
+        metavar="REPO",
+        help="probe deletion in this repository (default: the first in the catalog)",
+    )
+    parser.set_defaults(func=_cmd_doctor)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+
+    policy = _load_policy_quietly(args.policy, args)
+    # A diagnosis should answer quickly: two attempts, not the long patience of a deletion run.
+    quick = RetryPolicy(attempts=2, base=0.2, cap=1.0, budget=5.0)
+    with RegistryClient(policy.registry, env=os.environ, retry=quick) as client:
+        checks = run_checks(client, now=datetime.now(UTC), repository=args.repository)
+    lines = []
+    for check in checks:
+        lines.append(f"{check.status:<4}  {check.name}: {check.message}")
+        if check.hint and check.status != "ok":
+            lines.append(f"      hint: {check.hint}")
+    write_output(None, "\n".join(lines) + "\n")
+    return ExitCode.ERROR if any(c.status == "fail" for c in checks) else ExitCode.OK
+
+
+_COMMANDS.append(_add_doctor)

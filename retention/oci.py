@@ -42,7 +42,7 @@ _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
 _REPO_RE = re.compile(
     r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
 )
-_TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
+_TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _COSIGN_RE = re.compile(r"sha256-([0-9a-f]{64})(?:\.(?:sig|att|sbom))?")
 ZERO_DIGEST = "sha256:" + "0" * 64
 

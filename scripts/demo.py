@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import signal
 import socket
 import sys
 import tempfile
@@ -97,7 +98,12 @@ def run(keep_running: bool) -> int:
         return code
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through RegistryProcess.__exit__, which stops the registry
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-running", action="store_true", help="leave the registry up")
     sys.exit(run(parser.parse_args().keep_running))

@@ -51,6 +51,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.registry)
 
 
+@pytest.fixture(autouse=True)
+def _private_state_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Journals, locks, history and the digest cache of every test live in its own tmp_path,
+    never in the user's home (subprocesses inherit this too)."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="session")
 def registry_binary() -> str:
     """Path of the registry binary; skip (laptop) or fail (CI=true) when there is none."""

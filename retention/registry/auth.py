@@ -438,7 +438,9 @@ def parse_docker_config(text: str, path: str) -> DockerConfig:
     if not isinstance(doc, dict):
         raise AuthError(f"{path}: not a JSON object")
     auths: dict[str, AuthEntry] = {}
-    raw_auths = doc.get("auths") or {}
+    raw_auths = doc.get("auths", {})
+    if raw_auths is None:
+        raw_auths = {}
     if not isinstance(raw_auths, dict):
         raise AuthError(f"{path}: 'auths' is not an object")
     for raw_key, entry in raw_auths.items():
@@ -461,7 +463,9 @@ def parse_docker_config(text: str, path: str) -> DockerConfig:
             identity_token=identity if isinstance(identity, str) and identity else None,
         )
     store = doc.get("credsStore")
-    helpers = doc.get("credHelpers") or {}
+    helpers = doc.get("credHelpers", {})
+    if helpers is None:
+        helpers = {}
     if not isinstance(helpers, dict):
         raise AuthError(f"{path}: 'credHelpers' is not an object")
     return DockerConfig(

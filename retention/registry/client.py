@@ -771,9 +771,9 @@ class RegistryClient:
                 raise self._error(
                     AuthError,
                     resp,
-                    f"the token does not grant {scope or 'access'}: missing "
-                    f"{_action_words(scope)} permission",
-                    hint="the credentials need these actions on the repository",
+                    f"missing {_missing_permission(scope)}",
+                    hint=f"the token server did not grant {scope or 'access'} to "
+                    f"{self.credential_source} credentials",
                 )
             if authorization is not None and not refreshed:
                 refreshed = True
@@ -1145,13 +1145,16 @@ def _with_query(url: str, **params: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
 
 
-def _action_words(scope: str | None) -> str:
+def _missing_permission(scope: str | None) -> str:
+    """What an insufficient_scope refusal means, in words: the action beyond `pull` if any."""
     if not scope:
         return "registry access"
     if scope == CATALOG_SCOPE:
-        return "catalog"
-    actions = scope.rsplit(":", 1)[-1]
-    return " and ".join(actions.split(","))
+        return "catalog access (registry:catalog:*)"
+    kind, _, rest = scope.partition(":")
+    name, _, actions = rest.rpartition(":")
+    wanted = [a for a in actions.split(",") if a != "pull"] or ["pull"]
+    return f"{' and '.join(wanted)} permission on {kind} {name}"
 
 
 def _tls_reason(exc: BaseException) -> str:

@@ -33,10 +33,13 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
         set(),
     ),
     "journal": ({"errors", "oci"}, set()),
+    "restore": ({"registry", "registry.client", "journal", "oci", "errors"}, set()),
+    "doctor": ({"registry", "registry.client", "errors"}, set()),
     "schedule": ({"errors"}, {"croniter"}),
     "gc": ({"errors", "model"}, set()),
+    "starter": ({"errors"}, set()),
 }
-PURE = {"oci", "model", "policy.model", "policy.load", "evaluate", "plan"}
+PURE = {"oci", "model", "policy.model", "policy.load", "evaluate", "plan", "starter"}
 # The pure core may not reach the network, the clock or the environment (STYLE.md).
 FORBIDDEN_IN_PURE = {"requests", "time", "urllib3", "socket", "subprocess"}
 

@@ -1,0 +1,468 @@
+"""The apply journal: JSON lines written around every DELETE, so a re-run resumes and `restore`
+can put deleted manifests back.
+
+Imports only `errors` and the standard library. Each record is one line, written with one
+`write()` on an O_APPEND file, then flushed and fsynced before the caller goes on. The journal never
+holds credentials: the registry URL is stored without userinfo and nothing else comes from config.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
+
+from retention.errors import JournalError, LockHeld
+
+log = logging.getLogger(__name__)
+
+JOURNAL_VERSION = 1
+
+OutcomeKind = Literal["done", "gone", "stale", "failed"]
+OUTCOME_KINDS: frozenset[str] = frozenset({"done", "gone", "stale", "failed"})
+# An entry whose latest outcome is one of these needs no more work on a re-run.
+TERMINAL_KINDS: frozenset[str] = frozenset({"done", "gone"})
+
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+Key = tuple[str, str]  # (repository, digest)
+
+
+def _format_time(when: datetime) -> str:
+    return when.astimezone(UTC).strftime(_TIME_FORMAT)
+
+
+def _parse_time(text: str, where: str) -> datetime:
+    try:
+        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise JournalError(f"{where}: invalid time {text!r}") from exc
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def redact_url(url: str) -> str:
+    """`url` normalised for comparing and storing: no userinfo, query or fragment, no default
+    port, no trailing slash, scheme and host in lower case."""
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = parts.port
+    if (scheme, port) in (("http", 80), ("https", 443)):
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((scheme, netloc.lower(), parts.path.rstrip("/"), "", ""))
+
+
+def default_journal_path(registry_url: str, plan_sha256: str, env: Mapping[str, str]) -> Path:
+    """`$XDG_STATE_HOME/retention/journal/<registry-host>-<plan sha256 prefix>.jsonl`.
+
+    XDG_STATE_HOME defaults to ~/.local/state (XDG Base Directory spec); the port is kept in the
+    name (with `_` for `:`) so two registries on one host get two journals.
+    """
+    base = env.get("XDG_STATE_HOME") or ""
+    state = Path(base) if base and Path(base).is_absolute() else None
+    if state is None:
+        home = env.get("HOME") or str(Path.home())
+        state = Path(home) / ".local" / "state"
+    parts = urlsplit(registry_url)
+    host = parts.hostname or "registry"
+    if parts.port:
+        host = f"{host}_{parts.port}"
+    digest = plan_sha256.removeprefix("sha256:")
+    name = f"{_SAFE_NAME.sub('_', host)}-{digest[:12]}.jsonl"
+    return state / "retention" / "journal" / name
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """Written when an apply starts writing to the journal."""
+
+    registry: str
+    plan_sha256: str
+    policy_path: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IntentRecord:
+    """Written just before a DELETE: everything `restore` needs to put the manifest back."""
+
+    registry: str
+    repository: str
+    digest: str
+    media_type: str
+    size: int  # the bytes the plan said this entry frees
+    tags: tuple[str, ...]  # the tags that pointed at the digest when it was deleted
+    parent: str | None  # the index digest of a platform manifest
+    raw: bytes = field(repr=False)  # the manifest exactly as the registry served it
+    at: datetime
+
+    @property
+    def key(self) -> Key:
+        return (self.repository, self.digest)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """Written after a DELETE (done, gone, failed) or instead of one (stale, gone, failed)."""
+
+    kind: OutcomeKind
+    repository: str
+    digest: str
+    reason: str | None
+    at: datetime
+
+    @property
+    def key(self) -> Key:
+        return (self.repository, self.digest)
+
+
+Record = RunRecord | IntentRecord | OutcomeRecord
+
+
+def _record_json(record: Record) -> dict[str, Any]:
+    if isinstance(record, RunRecord):
+        return {
+            "record": "run",
+            "version": JOURNAL_VERSION,
+            "registry": record.registry,
+            "plan_sha256": record.plan_sha256,
+            "policy": record.policy_path,
+            "at": _format_time(record.at),
+        }
+    if isinstance(record, IntentRecord):
+        return {
+            "record": "intent",
+            "registry": record.registry,
+            "repository": record.repository,
+            "digest": record.digest,
+            "media_type": record.media_type,
+            "size": record.size,
+            "tags": list(record.tags),
+            "parent": record.parent,
+            "manifest": base64.b64encode(record.raw).decode("ascii"),
+            "at": _format_time(record.at),
+        }
+    return {
+        "record": record.kind,
+        "repository": record.repository,
+        "digest": record.digest,
+        "reason": record.reason,
+        "at": _format_time(record.at),
+    }
+
+
+def encode(record: Record) -> bytes:
+    """One journal line: compact JSON with sorted keys and a trailing newline."""
+    text = json.dumps(_record_json(record), sort_keys=True, separators=(",", ":"))
+    return text.encode("utf-8") + b"\n"
+
+
+def _field(doc: Mapping[str, Any], name: str, kind: type, where: str) -> Any:
+    value = doc.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise JournalError(f"{where}: field {name!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def _optional_str(doc: Mapping[str, Any], name: str, where: str) -> str | None:
+    value = doc.get(name)
+    if value is not None and not isinstance(value, str):
+        raise JournalError(f"{where}: field {name!r} is not a string")
+    return value
+
+
+def decode(line: bytes | str, where: str = "journal") -> Record:
+    """Parse one journal line; raises JournalError saying what is wrong with it."""
+    try:
+        doc = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JournalError(f"{where}: not a JSON record ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise JournalError(f"{where}: not a JSON object")
+    kind = doc.get("record")
+    at = _parse_time(_field(doc, "at", str, where), where)
+    if kind == "run":
+        version = _field(doc, "version", int, where)
+        if version != JOURNAL_VERSION:
+            raise JournalError(
+                f"{where}: journal version {version} is not supported (this is {JOURNAL_VERSION})",
+                hint="use the retention release that wrote the journal",
+            )
+        return RunRecord(
+            registry=_field(doc, "registry", str, where),
+            plan_sha256=_field(doc, "plan_sha256", str, where),
+            policy_path=_field(doc, "policy", str, where),
+            at=at,
+        )
+    if kind == "intent":
+        tags = _field(doc, "tags", list, where)
+        if not all(isinstance(t, str) for t in tags):
+            raise JournalError(f"{where}: field 'tags' must list strings")
+        try:
+            raw = base64.b64decode(_field(doc, "manifest", str, where), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise JournalError(f"{where}: field 'manifest' is not base64") from exc
+        return IntentRecord(
+            registry=_field(doc, "registry", str, where),
+            repository=_field(doc, "repository", str, where),
+            digest=_field(doc, "digest", str, where),
+            media_type=_field(doc, "media_type", str, where),
+            size=_field(doc, "size", int, where),
+            tags=tuple(tags),
+            parent=_optional_str(doc, "parent", where),
+            raw=raw,
+            at=at,
+        )
+    if kind in OUTCOME_KINDS:
+        return OutcomeRecord(
+            kind=kind,
+            repository=_field(doc, "repository", str, where),
+            digest=_field(doc, "digest", str, where),
+            reason=_optional_str(doc, "reason", where),
+            at=at,
+        )
+    raise JournalError(f"{where}: unknown record type {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class JournalState:
+    """Everything a journal file says, in order."""
+
+    path: Path
+    records: tuple[Record, ...]
+
+    @property
+    def registry(self) -> str | None:
+        for record in self.records:
+            if isinstance(record, RunRecord | IntentRecord):
+                return record.registry
+        return None
+
+    @property
+    def policy_path(self) -> str | None:
+        runs = [r for r in self.records if isinstance(r, RunRecord)]
+        return runs[-1].policy_path if runs else None
+
+    def latest_outcomes(self) -> dict[Key, OutcomeRecord]:
+        latest: dict[Key, OutcomeRecord] = {}
+        for record in self.records:
+            if isinstance(record, OutcomeRecord):
+                latest[record.key] = record
+        return latest
+
+    def finished(self) -> dict[Key, OutcomeRecord]:
+        """Entries a re-run skips: their latest outcome is `done` or `gone`."""
+        return {k: r for k, r in self.latest_outcomes().items() if r.kind in TERMINAL_KINDS}
+
+    def intents(self) -> dict[Key, IntentRecord]:
+        """The latest intent per (repository, digest): the manifest bytes to restore or repair."""
+        latest: dict[Key, IntentRecord] = {}
+        for record in self.records:
+            if isinstance(record, IntentRecord):
+                latest[record.key] = record
+        return latest
+
+
+def read_journal(path: Path | str) -> JournalState:
+    """Read every record. A torn last line (a crash while writing it) is ignored with a warning;
+    a bad line anywhere else is a JournalError."""
+    target = Path(path)
+    try:
+        data = target.read_bytes()
+    except FileNotFoundError as exc:
+        raise JournalError(f"journal {target} does not exist") from exc
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {target}: {exc.strerror or exc}") from exc
+    lines = data.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends in a newline, as every complete record does
+    records: list[Record] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        records.append(decode(line, f"{target}:{number}"))
+    if torn.strip():
+        log.warning("%s: ignoring an incomplete last line (a crash while writing it)", target)
+    return JournalState(path=target, records=tuple(records))
+
+
+class Journal:
+    """An open journal that apply appends to; thread-safe, one exclusive lock per file.
+
+    Each `write` is one line in one `write()` on an O_APPEND descriptor, flushed and fsynced
+    before it returns: a record on disk means the step it describes is about to happen (intent)
+    or has happened (outcome).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        registry: str,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.path = Path(path)
+        self.registry = redact_url(registry)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self.state = JournalState(path=self.path, records=())
+
+    def open(self, *, plan_sha256: str, policy_path: str) -> Self:
+        """Lock the file, read what earlier runs wrote, and append a run record."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot open journal {self.path}: {exc.strerror or exc}",
+                hint="pass --journal PATH to a writable location",
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise LockHeld(
+                f"journal {self.path} is locked: another apply of this plan is running",
+                hint="wait for it to finish; two applies of one plan must not run at once",
+            ) from exc
+        self._fd = fd
+        try:
+            if created:
+                self._fsync_dir()
+            else:
+                self.state = read_journal(self.path)
+                self._check_registry(self.state.registry)
+                self._repair_torn_tail()
+            self.write(
+                RunRecord(
+                    registry=self.registry,
+                    plan_sha256=plan_sha256,
+                    policy_path=policy_path,
+                    at=self._clock(),
+                )
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _check_registry(self, found: str | None) -> None:
+        if found is not None and redact_url(found) != self.registry:
+            raise JournalError(
+                f"journal {self.path} belongs to registry {found}, not {self.registry}",
+                hint="pass --journal PATH to use another journal file",
+            )
+
+    def _repair_torn_tail(self) -> None:
+        # A crash mid-write can leave a last line without its newline. That record never took
+        # effect (apply acts only after a write returns), so cut it off before appending.
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        if self._fd is None:
+            raise JournalError(f"journal {self.path} is not open")
+        try:
+            os.ftruncate(self._fd, keep)
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise JournalError(f"cannot repair journal {self.path}: {exc.strerror or exc}") from exc
+
+    def _fsync_dir(self) -> None:
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def _write_bytes(self, data: bytes) -> None:
+        if self._fd is None:
+            raise JournalError(f"journal {self.path} is not open")
+        try:
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise JournalError(f"short write to journal {self.path}")
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise JournalError(f"cannot write journal {self.path}: {exc.strerror or exc}") from exc
+
+    def write(self, record: Record) -> None:
+        line = encode(record)
+        with self._lock:
+            self._write_bytes(line)
+            self.state = JournalState(path=self.path, records=(*self.state.records, record))
+
+    def intent(
+        self,
+        *,
+        repository: str,
+        digest: str,
+        media_type: str,
+        size: int,
+        tags: Iterable[str],
+        parent: str | None,
+        raw: bytes,
+    ) -> IntentRecord:
+        record = IntentRecord(
+            registry=self.registry,
+            repository=repository,
+            digest=digest,
+            media_type=media_type,
+            size=size,
+            tags=tuple(tags),
+            parent=parent,
+            raw=raw,
+            at=self._clock(),
+        )
+        self.write(record)
+        return record
+
+    def outcome(
+        self, kind: OutcomeKind, *, repository: str, digest: str, reason: str | None = None
+    ) -> None:
+        self.write(
+            OutcomeRecord(
+                kind=kind, repository=repository, digest=digest, reason=reason, at=self._clock()
+            )
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,217 @@
+"""Restore: re-upload the manifests an apply deleted, from its journal, and re-point their tags.
+
+Works until garbage collection removes the blobs those manifests reference. May import registry
+(through the client port), journal, oci and errors; never prints.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from retention import oci
+from retention.errors import ProtocolError, RegistryError, RetentionError
+from retention.journal import IntentRecord, JournalState, Key
+
+log = logging.getLogger(__name__)
+
+GC_HINT = (
+    "restore works only until garbage collection runs: it re-uploads manifests, not the layers "
+    "and configs they reference"
+)
+
+
+class _RefLike(Protocol):
+    @property
+    def digest(self) -> str: ...
+
+
+class RestoreClient(Protocol):
+    """What restore needs of `retention.registry.client.RegistryClient`."""
+
+    @property
+    def url(self) -> str: ...
+    def head_manifest(self, repo: str, reference: str) -> _RefLike | None: ...
+    def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> str: ...
+
+
+RestoreKind = Literal["restored", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreOutcome:
+    """One manifest: re-uploaded or not; which tags point at it again, which were left alone."""
+
+    intent: IntentRecord
+    kind: RestoreKind
+    tags_restored: tuple[str, ...] = ()
+    tags_skipped: tuple[tuple[str, str], ...] = ()  # (tag, why it was not re-pointed)
+    reason: str | None = None
+    blob_unknown: bool = False  # the registry no longer holds a blob: GC already ran
+
+    @property
+    def key(self) -> Key:
+        return self.intent.key
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    outcomes: tuple[RestoreOutcome, ...]  # in the order they were restored
+
+    def count(self, kind: RestoreKind) -> int:
+        return sum(1 for o in self.outcomes if o.kind == kind)
+
+    @property
+    def complete(self) -> bool:
+        return all(o.kind == "restored" and not o.tags_skipped for o in self.outcomes)
+
+    @property
+    def gc_ran(self) -> bool:
+        return any(o.blob_unknown for o in self.outcomes)
+
+
+def _subjects(intent: IntentRecord) -> set[str]:
+    found = {s for t in intent.tags if (s := oci.cosign_subject(t)) is not None}
+    try:
+        manifest = oci.parse_manifest(intent.raw, intent.media_type, intent.digest)
+    except ProtocolError:
+        return found
+    if manifest.subject is not None:
+        found.add(manifest.subject.digest)
+    return found
+
+
+def select(
+    state: JournalState, *, repository: str | None = None, tag: str | None = None
+) -> tuple[IntentRecord, ...]:
+    """The manifests to restore, in an order the registry accepts.
+
+    Every manifest the journal saw an intent to delete (restoring one that was never deleted
+    changes nothing); narrowed to a repository and/or to the image a tag named, together with
+    its platform manifests, its artifacts and their subjects. Ordered children before their
+    index and subjects before their referrers: a registry refuses an index whose platform
+    manifests are missing.
+    """
+    intents = state.intents()
+    if repository is not None:
+        intents = {k: v for k, v in intents.items() if k[0] == repository}
+    children: dict[Key, set[Key]] = defaultdict(set)
+    subjects: dict[Key, set[Key]] = {}
+    referrers: dict[Key, set[Key]] = defaultdict(set)
+    for key, intent in intents.items():
+        repo = key[0]
+        if intent.parent is not None and (repo, intent.parent) in intents:
+            children[(repo, intent.parent)].add(key)
+        subjects[key] = {(repo, s) for s in _subjects(intent) if (repo, s) in intents}
+        for s in subjects[key]:
+            referrers[s].add(key)
+    chosen = set(intents)
+    if tag is not None:
+        chosen = set()
+        stack = [k for k, v in intents.items() if tag in v.tags]
+        while stack:
+            key = stack.pop()
+            if key in chosen:
+                continue
+            chosen.add(key)
+            stack.extend(children[key] | referrers[key] | subjects[key])
+    # must_first[k]: what has to exist before k is uploaded
+    must_first = {k: (children[k] | subjects[k]) & chosen for k in chosen}
+    ordered: list[IntentRecord] = []
+    done: set[Key] = set()
+    pending = set(chosen)
+    while pending:
+        ready = sorted(k for k in pending if must_first[k] <= done)
+        if not ready:  # a cycle cannot come from content-addressed manifests; be safe anyway
+            ready = sorted(pending)
+        for key in ready:
+            ordered.append(intents[key])
+            done.add(key)
+            pending.discard(key)
+    return tuple(ordered)
+
+
+def _is_blob_unknown(exc: RegistryError) -> bool:
+    return exc.code in ("MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN")
+
+
+def restore(
+    client: RestoreClient,
+    intents: tuple[IntentRecord, ...],
+    *,
+    progress: Callable[[RestoreOutcome], None] | None = None,
+) -> RestoreReport:
+    """PUT each manifest by digest, then point each of its tags at it again.
+
+    A tag that exists and now points elsewhere (pushed since the apply) is left alone and
+    reported. A manifest whose blobs are gone fails with `blob_unknown` (garbage collection
+    already ran); an index whose platform manifest could not be restored is not attempted.
+    """
+    outcomes: list[RestoreOutcome] = []
+    failed: set[Key] = set()
+    for intent in intents:
+        outcome = _restore_one(client, intent, failed)
+        if outcome.kind == "failed":
+            failed.add(intent.key)
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(outcome)
+    return RestoreReport(outcomes=tuple(outcomes))
+
+
+def _restore_one(client: RestoreClient, intent: IntentRecord, failed: set[Key]) -> RestoreOutcome:
+    repo, digest = intent.key
+    if oci.sha256_digest(intent.raw) != digest and oci.digest_of(intent.raw, "sha512") != digest:
+        return RestoreOutcome(
+            intent, "failed", reason="the journal's copy does not match its digest"
+        )
+    missing = sorted(c.digest for c in _children(intent) if (repo, c.digest) in failed)
+    if missing:
+        return RestoreOutcome(
+            intent, "failed", reason=f"its platform manifest {missing[0]} could not be restored"
+        )
+    try:
+        put = client.put_manifest(repo, digest, intent.raw, intent.media_type)
+    except RegistryError as exc:
+        return _put_failed(intent, exc)
+    if put != digest:
+        return RestoreOutcome(intent, "failed", reason=f"the registry stored it as {put}")
+    restored: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for tag in intent.tags:
+        try:
+            current = client.head_manifest(repo, tag)
+            if current is not None and current.digest != digest:
+                skipped.append((tag, f"now points at {current.digest} (pushed since); left alone"))
+                continue
+            if current is None:
+                client.put_manifest(repo, tag, intent.raw, intent.media_type)
+            restored.append(tag)
+        except RegistryError as exc:
+            skipped.append((tag, exc.diagnostics().splitlines()[0]))
+    return RestoreOutcome(
+        intent, "restored", tags_restored=tuple(restored), tags_skipped=tuple(skipped)
+    )
+
+
+def _children(intent: IntentRecord) -> tuple[oci.Descriptor, ...]:
+    try:
+        return oci.parse_manifest(intent.raw, intent.media_type, intent.digest).children
+    except ProtocolError:
+        return ()
+
+
+def _put_failed(intent: IntentRecord, exc: RegistryError) -> RestoreOutcome:
+    if _is_blob_unknown(exc):
+        return RestoreOutcome(
+            intent,
+            "failed",
+            reason="a blob it references is gone: garbage collection already ran since the "
+            "apply, so this manifest cannot be restored",
+            blob_unknown=True,
+        )
+    reason = exc.diagnostics().splitlines()[0] if isinstance(exc, RetentionError) else str(exc)
+    return RestoreOutcome(intent, "failed", reason=reason)

@@ -1,0 +1,228 @@
+"""`retention apply` from the command line: confirmation, refusals, summary, exit codes, resume;
+and one run in a real subprocess."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from retention import cli
+from retention import plan as plan_mod
+from retention.schedule import acquire_lock, lock_path_for
+from tests.harness.registry import RegistryProcess
+from tests.harness.seed import Pushed, Pusher
+from tests.support.applykit import load, make_plan, manifest_exists, write_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _setup(
+    registry: RegistryProcess, pusher: Pusher, prefix: str, tmp_path: Path
+) -> tuple[Path, Path, Pushed]:
+    now = datetime.now(UTC)
+    old = pusher.push_image(f"{prefix}/app", "old", created=now - timedelta(days=9))
+    pusher.push_image(f"{prefix}/app", "new", created=now - timedelta(days=1))
+    policy_path = write_policy(tmp_path / "p.yaml", registry.url, prefix)
+    plan = make_plan(load(policy_path), prefix)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan_mod.to_json(replace(plan, policy_path=str(policy_path))))
+    return plan_file, policy_path, old
+
+
+def test_without_a_terminal_apply_needs_yes(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan_file, _, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    assert cli.main(["apply", str(plan_file), "--journal", str(tmp_path / "j")]) == 1
+    err = capsys.readouterr().err
+    assert "stdin is not a terminal" in err and "pass --yes" in err
+    assert manifest_exists(registry.url, old.repo, old.digest)
+
+
+@pytest.mark.parametrize(("answer", "code"), [("no\n", 1), ("\n", 1), ("yes\n", 0)])
+def test_on_a_terminal_apply_asks_first(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+    code: int,
+) -> None:
+    plan_file, _, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    monkeypatch.setattr(cli, "_stdin_is_tty", lambda: True)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(answer))
+
+    assert cli.main(["apply", str(plan_file), "--journal", str(tmp_path / "j")]) == code
+
+    err = capsys.readouterr().err
+    assert f"apply: delete 1 image(s) in 1 repository(ies) of {registry.url}" in err
+    assert f"Delete 1 image(s) from {registry.url}? Type 'yes' to continue:" in err
+    if code == 0:
+        assert "deleted 1, stale 0, already gone 0, failed 0" in err
+        assert not manifest_exists(registry.url, old.repo, old.digest)
+    else:
+        assert "aborted: nothing was deleted" in err
+        assert manifest_exists(registry.url, old.repo, old.digest)
+
+
+def test_apply_waits_for_no_one_while_a_scheduler_holds_the_policy_lock(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan_file, policy_path, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    with acquire_lock(lock_path_for(str(policy_path), os.environ), purpose="schedule run"):
+        assert cli.main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]) == 1
+    err = capsys.readouterr().err
+    assert "schedule run" in err and "Traceback" not in err
+    assert manifest_exists(registry.url, old.repo, old.digest)
+    # once the lock is free the same command goes through
+    assert cli.main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]) == 0
+    assert not manifest_exists(registry.url, old.repo, old.digest)
+
+
+def test_a_rerun_reports_the_earlier_run_and_exits_0(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan_file, _, _ = _setup(registry, pusher, repo_prefix, tmp_path)
+    args = ["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    assert "deleted 0, stale 0, already gone 0, failed 0; 1 done by an earlier run" in (
+        capsys.readouterr().err
+    )
+
+
+def test_refusals_say_what_to_do(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan_file, policy_path, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    plan = plan_mod.from_json(plan_file.read_bytes(), "plan.json")
+    aged = tmp_path / "aged.json"
+    aged.write_text(
+        plan_mod.to_json(replace(plan, generated_at=plan.generated_at - timedelta(hours=30)))
+    )
+    assert cli.main(["apply", str(aged), "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert "the plan was made 1d6h ago, longer than the maximum plan age 1d" in err
+    assert "hint: make a new plan, or pass --max-plan-age" in err
+    assert cli.main(["apply", str(aged), "--yes", "--max-plan-age", "2d", "--journal",
+                     str(tmp_path / "j")]) == 0  # fmt: skip
+    assert not manifest_exists(registry.url, old.repo, old.digest)
+
+    orphan = tmp_path / "orphan.json"
+    orphan.write_text(plan_mod.to_json(replace(plan, policy_path=str(tmp_path / "gone.yaml"))))
+    assert cli.main(["apply", str(orphan), "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert "which is not a file here" in err and "pass -p POLICY" in err
+
+    assert cli.main(["apply", "--yes"]) == 1
+    assert "apply needs a plan file, or -p POLICY" in capsys.readouterr().err
+    assert cli.main(["apply", "-p", str(policy_path)]) == 1
+    assert "needs --yes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["apply", str(plan_file), "--max-plan-age", "soon"])
+    assert "not a duration like 24h" in capsys.readouterr().err
+
+
+def test_a_changed_policy_is_warned_about(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan_file, policy_path, _ = _setup(registry, pusher, repo_prefix, tmp_path)
+    policy_path.write_text(policy_path.read_text() + "# edited after the plan\n")
+    assert cli.main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]) == 0
+    assert f"policy {policy_path} changed since the plan was made" in capsys.readouterr().err
+
+
+def test_apply_in_a_real_subprocess(
+    registry: RegistryProcess, pusher: Pusher, repo_prefix: str, tmp_path: Path
+) -> None:
+    plan_file, _, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    done = subprocess.run(
+        [sys.executable, "-m", "retention", "apply", str(plan_file)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1 and "pass --yes" in done.stderr  # no terminal, no --yes
+    done = subprocess.run(
+        [sys.executable, "-m", "retention", "apply", str(plan_file), "--yes"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""  # apply writes no data, only its summary on stderr
+    journals = list((tmp_path / "state" / "retention" / "journal").glob("127.0.0.1_*-*.jsonl"))
+    assert len(journals) == 1 and f"journal: {journals[0]}" in done.stderr
+    assert not manifest_exists(registry.url, old.repo, old.digest)
+
+
+def test_plan_and_apply_in_one_step(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = datetime.now(UTC)
+    old = fresh_pusher.push_image(
+        "team/app", "old", kind="oci-index", created=now - timedelta(days=9)
+    )
+    new = fresh_pusher.push_image("team/app", "new", created=now - timedelta(days=1))
+    other = fresh_pusher.push_image("misc/tool", "v1", created=now - timedelta(days=99))
+    policy_path = write_policy(tmp_path / "p.yaml", fresh_registry.url, "team")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+    assert cli.main(["apply", "-p", str(policy_path), "--yes"]) == 0
+
+    err = capsys.readouterr().err
+    assert "Plan: 3 images (1 tag) to delete in 1 repository" in err  # what is about to go
+    assert "deleted 3, stale 0, already gone 0, failed 0" in err
+    assert not manifest_exists(fresh_registry.url, "team/app", old.digest)
+    for image in (new, other):
+        assert fresh_pusher.pull_complete(image.repo, image.tag)
+    (journal,) = (tmp_path / "state" / "retention" / "journal").glob("*.jsonl")
+    assert f"journal: {journal}" in err
+    # a second run plans again, finds nothing to delete, and touches nothing
+    assert cli.main(["apply", "-p", str(policy_path), "--yes"]) == 0
+    assert "the plan deletes nothing" in capsys.readouterr().err
