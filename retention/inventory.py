@@ -7,6 +7,7 @@ holds them. Never deletes anything; a walk that cannot complete raises Inventory
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -264,6 +265,38 @@ def _created(manifest: Manifest, config: ImageConfig | None) -> datetime | None:
     if when is None and config is not None:
         when = parse_created(config.label(CREATED_ANNOTATION))
     return when
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Worker `index` of `count` (0-based, as a Kubernetes Indexed Job numbers its pods)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise InventoryError(
+                f"shard {self.index}/{self.count} does not exist",
+                hint="a shard is K/N with N >= 1 and 0 <= K < N",
+            )
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def __contains__(self, repository: str) -> bool:
+        return in_shard(repository, self.index, self.count)
+
+
+def in_shard(repository: str, index: int, count: int) -> bool:
+    """Whether `repository` belongs to shard `index` of `count`: the SHA-256 of its UTF-8 name,
+    read as a big-endian integer, modulo `count`.
+
+    Stable across processes, machines and Python versions (unlike `hash()`), so N workers split
+    a registry between them without talking: every repository lands in exactly one shard.
+    """
+    digest = hashlib.sha256(repository.encode("utf-8")).digest()
+    return int.from_bytes(digest, "big") % count == index
 
 
 def take_inventory(
