@@ -174,7 +174,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits 2 on a usage error, which `plan --detailed-exitcode` means "changes"
+        return ExitCode.ERROR if exc.code == 2 else int(exc.code or 0)
     _configure_logging(args)
     handler: Handler = args.func
     try:

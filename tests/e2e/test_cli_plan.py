@@ -69,8 +69,9 @@ def test_text_plan_shows_deletions_reasons_warnings_and_the_summary_last(
     # kept images only with --show-kept
     assert "  = " not in text and "main-1" not in text
     warnings = lines[lines.index("Warnings:") + 1 : -2]
+    # `unused` selects no repository of this narrowed inventory, which says nothing about the
+    # rest of the registry: no "owns no tag" warning for it
     assert warnings == [
-        "  ! rule `unused` owns no tag in the inventory",
         f"  ! 1 repository is matched by no rule (all their tags are kept): {scene.prefix}/other",
         "  ! 1 image owned by a rule with unknown created date: kept, taking no place in `last` "
         "(settings.unknown_age: keep)",
@@ -96,7 +97,7 @@ def test_json_on_stdout_equals_the_output_file_and_is_deterministic(
     assert doc["summary"]["bytes_reclaimable"] == _bytes(scene.main3, scene.sig3, scene.index)
     assert doc["summary"]["complete"] is False
     # json on stdout is data: the warnings go to stderr
-    assert "WARNING: rule `unused` owns no tag in the inventory" in err
+    assert "WARNING: 1 repository is matched by no rule" in err
     # atomic: nothing but the result is left in the folder
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("xdg-")) == [
         "plan.json"
@@ -240,7 +241,9 @@ def test_unreachable_registry_is_one_line_and_leaves_the_output_alone(
     assert out == ""
     assert err.splitlines() == [
         "error: cannot list the registry's repositories: GET failed after 5 attempt(s): "
-        f"connection error [{url}/v2/_catalog]"
+        f"connection error [{url}/v2/_catalog]",
+        f"hint: is the registry running and reachable at {url}? `retention doctor -p POLICY` "
+        "checks the connection, credentials and deletes",
     ]
     assert out_file.read_text() == "the previous plan\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".json") == ["plan.json"]
@@ -280,3 +283,15 @@ def test_an_output_folder_that_does_not_exist_fails_before_the_walk(
         "hint: create it, or pick another",
     ]
     assert registry.access_log(mark) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["plan"], ["plan", "-p"], ["plan", "-p", "x.yaml", "--format", "yaml"], ["nosuchcommand"]],
+    ids=["missing-policy", "flag-without-value", "bad-choice", "unknown-command"],
+)
+def test_usage_errors_exit_1_not_the_changes_code(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*argv, "--detailed-exitcode"] if argv[0] == "plan" else argv) == 1
+    assert "usage:" in capsys.readouterr().err

@@ -49,7 +49,7 @@ def test_plan_in_a_subprocess(scene: Scene, registry: RegistryProcess, tmp_path:
     assert done.returncode == 0, done.stderr
     assert done.stdout == (tmp_path / "plan.json").read_text()  # data on stdout, as in the file
     assert json.loads(done.stdout)["summary"]["images_deleted"] == 5
-    assert "WARNING: rule `unused` owns no tag in the inventory" in done.stderr
+    assert "WARNING: 1 repository is matched by no rule" in done.stderr
 
     done = _run(["plan", "-p", str(scene.policy), "--repository", "(["], tmp_path)
     assert (done.returncode, done.stdout) == (1, "")
