@@ -85,6 +85,7 @@ def settle(registry: RegistryProcess, mark: int, quiet: float = 0.3) -> list[Acc
 class Run:
     name: str
     seconds: float
+    cpu_seconds: float  # user + system time of the client process alone
     max_rss_mb: float
     requests: dict[str, int]
     statuses: dict[str, int]
@@ -107,7 +108,8 @@ _, status, usage = os.wait4(proc.pid, 0)
 seconds = time.perf_counter() - started
 code = os.waitstatus_to_exitcode(status)
 with open(sys.argv[1], "w") as out:
-    json.dump({"seconds": seconds, "max_rss_kb": usage.ru_maxrss, "code": code}, out)
+    cpu = usage.ru_utime + usage.ru_stime
+    json.dump({"seconds": seconds, "cpu": cpu, "max_rss_kb": usage.ru_maxrss, "code": code}, out)
 """
 
 
@@ -149,6 +151,7 @@ def measure(
     return Run(
         name=name,
         seconds=measured["seconds"],
+        cpu_seconds=measured["cpu"],
         max_rss_mb=measured["max_rss_kb"] / 1024,
         requests=dict(sorted(requests.items())),
         statuses=dict(sorted(statuses.items())),
@@ -301,6 +304,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             name: [
                 {
                     "seconds": round(r.seconds, 3),
+                    "cpu_seconds": round(r.cpu_seconds, 2),
                     "max_rss_mb": round(r.max_rss_mb, 1),
                     "requests": r.requests,
                     "total": r.total,
@@ -334,8 +338,21 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
         r["requests"].get("GET blob", 0) + r["requests"].get("GET manifest_by_digest", 0)
         for r in runs["warm"]
     )
+    # the same ratios round by round: the three runs of a round share the machine's load
+    paired_cold = [
+        c["seconds"] / m["seconds"] for c, m in zip(runs["cold"], runs["minimal"], strict=True)
+    ]
+    paired_warm = [
+        w["seconds"] / c["seconds"] for w, c in zip(runs["warm"], runs["cold"], strict=True)
+    ]
     out = {
         "cold_requests_over_minimum": round(cold_requests / minimum, 4),
+        "cold_time_over_minimal_by_round": [round(x, 3) for x in paired_cold],
+        "cold_time_over_minimal_paired_median": round(median(paired_cold), 3),
+        "warm_time_over_cold_by_round": [round(x, 3) for x in paired_warm],
+        "cold_cpu_over_minimal": round(
+            med("cold", "cpu_seconds") / med("minimal", "cpu_seconds"), 3
+        ),
         "cold_time_over_minimal": round(med("cold", "seconds") / med("minimal", "seconds"), 3),
         "warm_time_over_cold": round(med("warm", "seconds") / med("cold", "seconds"), 3),
         "warm_config_and_child_requests": warm_fetches,
@@ -438,13 +455,17 @@ def render(report: dict[str, Any]) -> str:
         + f" = {m['total']}"
     )
     lines.append("")
-    lines.append(f"{'run':<8} {'wall s (median)':>26} {'requests':>9} {'peak RSS MB':>12}")
+    lines.append(
+        f"{'run':<8} {'wall s (median)':>26} {'client CPU s':>13} {'requests':>9} "
+        f"{'peak RSS MB':>12}"
+    )
     for name, runs in report["runs"].items():
         secs = [r["seconds"] for r in runs]
         totals = sorted({r["total"] for r in runs})
         rss = max(r["max_rss_mb"] for r in runs)
+        cpu = median([r["cpu_seconds"] for r in runs])
         lines.append(
-            f"{name:<8} {median(secs):>8.2f}{spread(secs):<18} "
+            f"{name:<8} {median(secs):>8.2f}{spread(secs):<18} {cpu:>13.1f} "
             f"{'/'.join(map(str, totals)):>9} {rss:>12.1f}"
         )
     lines.append("")
@@ -461,9 +482,15 @@ def render(report: dict[str, Any]) -> str:
         f"(target <= {TARGET_COLD_TIME}) {'met' if r['met']['cold_time'] else 'NOT MET'}"
     )
     lines.append(
+        f"  by round: {r['cold_time_over_minimal_by_round']} "
+        f"(median {r['cold_time_over_minimal_paired_median']:.3f}); "
+        f"client CPU cold / minimal = {r['cold_cpu_over_minimal']:.3f}"
+    )
+    lines.append(
         f"warm time / cold = {r['warm_time_over_cold']:.3f} "
         f"(target <= {TARGET_WARM_TIME}) {'met' if r['met']['warm_time'] else 'NOT MET'}"
     )
+    lines.append(f"  by round: {r['warm_time_over_cold_by_round']}")
     lines.append(
         f"warm config + child-manifest requests = {r['warm_config_and_child_requests']} "
         f"(target 0) {'met' if r['met']['warm_no_fetches'] else 'NOT MET'}"
