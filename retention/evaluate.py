@@ -445,7 +445,11 @@ def _graph(images: dict[str, Image]) -> tuple[dict[str, list[str]], dict[str, li
 def _classify_attachment(st: _TagState, image: Image, images: dict[str, Image]) -> None:
     """Mark `st` as following an existing subject, or as an orphan attachment, or neither."""
     cosign = oci.cosign_subject(st.name) if st.name.startswith("sha256-") else None
-    noun = _COSIGN_NOUNS[st.name[st.name.rindex(".") :]] if cosign is not None else None
+    noun = None
+    if cosign is not None:
+        # `sha256-<hex>` without a suffix is the OCI 1.1 referrers tag-schema fallback index
+        dot = st.name.rfind(".")
+        noun = _COSIGN_NOUNS[st.name[dot:]] if dot >= 0 else "referrers index"
     subject = image.subject
     if cosign is not None and cosign != image.digest and cosign in images:
         st.subject, st.noun = cosign, noun
