@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from retention.cache import DigestCache
@@ -30,6 +30,9 @@ from retention.oci import (
 from retention.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
+
+# Deeper nesting is refused: digests make a cycle impossible, but not a pathological depth.
+_MAX_INDEX_DEPTH = 8
 
 # (phase, done, total): how far the walk is; the CLI draws it on a TTY and ignores it otherwise
 Progress = Callable[[str, int, int], None]
@@ -175,8 +178,15 @@ class _Walker:
             artifact_type=manifest.artifact_type,
         )
 
-    def _index(self, repository: str, manifest: Manifest) -> list[Image]:
+    def _index(self, repository: str, manifest: Manifest, depth: int = 0) -> list[Image]:
+        """The index, then its platform manifests, then (nested indexes) theirs, recursively."""
+        if depth > _MAX_INDEX_DEPTH:
+            raise InventoryError(
+                f"{repository}: index {manifest.digest} is nested more than "
+                f"{_MAX_INDEX_DEPTH} levels deep; retention does not plan such a repository"
+            )
         children: list[Image] = []
+        below: list[Image] = []  # platform manifests of nested indexes
         for desc in manifest.children:
             child = self.child(repository, desc.digest)
             if child is None:
@@ -186,18 +196,12 @@ class _Walker:
                 )
                 continue
             platform = str(desc.platform) if desc.platform else None
-            if child.is_index:  # nested indexes are rare; their own children are not walked
-                children.append(
-                    Image(
-                        digest=child.digest,
-                        media_type=child.media_type,
-                        kind=Kind.INDEX,
-                        manifest_size=child.size,
-                        size=child.size,
-                        created=parse_created(child.annotation(CREATED_ANNOTATION)),
-                        platform=platform,
-                    )
-                )
+            if child.is_index:
+                # Nested indexes are rare, but what they reference must be known: a kept one
+                # keeps its platform manifests, which another, deleted index may share.
+                nested, *grandchildren = self._index(repository, child, depth + 1)
+                children.append(replace(nested, platform=platform))
+                below.extend(grandchildren)
             else:
                 children.append(self._single(repository, child, tags=(), platform=platform))
         dated = [c.created for c in children if c.created is not None]
@@ -214,7 +218,7 @@ class _Walker:
             subject=manifest.subject.digest if manifest.subject else None,
             artifact_type=manifest.artifact_type,
         )
-        return [index, *children]
+        return [index, *children, *below]
 
 
 class _Missing(Exception):
