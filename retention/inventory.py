@@ -136,7 +136,18 @@ class _Walker:
         cfg = manifest.config
         if cfg is None or cfg.media_type not in IMAGE_CONFIG_TYPES:
             return None
-        raw = self._cached(cfg.digest, lambda: self.client.get_blob(repository, cfg.digest))
+        try:
+            raw = self._cached(cfg.digest, lambda: self.client.get_blob(repository, cfg.digest))
+        except RegistryError as exc:
+            if exc.status != 404:
+                raise
+            # A registry after a bad garbage collection: the image cannot be pulled, but its
+            # tags and digest are known. Its age is unknown (DESIGN §2), which keeps it.
+            self._warn(
+                f"{repository}@{manifest.digest}: its config blob {cfg.digest} is missing from "
+                "the registry (404), so its created date is unknown"
+            )
+            return None
         return parse_config(raw, cfg.digest)
 
     def image(self, repository: str, manifest: Manifest, tags: Iterable[str]) -> list[Image]:

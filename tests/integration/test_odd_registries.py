@@ -6,6 +6,7 @@ traceback and apply without touching anything a kept tag needs (DESIGN §6 invar
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -123,6 +124,40 @@ def test_a_platform_manifest_of_a_kept_nested_index_is_never_deleted(
     report = run_apply(policy, plan, tmp_path / "journal")
     assert_plan_applied_exactly(registry.url, plan, report)
     assert pull_complete(registry.url, repo, "keep")
+
+
+def test_an_image_whose_config_blob_is_gone_is_kept_with_its_age_unknown(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A registry after a bad garbage collection: one image's config is gone from storage. The
+    rest of the registry is still planned; that image is kept (unknown age), with a warning."""
+    now = datetime.now(UTC)
+    repo = "team/app"
+    broken = fresh_pusher.push_image(repo, "broken", created=now - 90 * DAY)
+    old = fresh_pusher.push_image(repo, "old", created=now - 9 * DAY)
+    new = fresh_pusher.push_image(repo, "new", created=now - DAY)
+    assert broken.config_digest is not None
+    hexpart = broken.config_digest.removeprefix("sha256:")
+    shutil.rmtree(_storage(fresh_registry) / "blobs" / "sha256" / hexpart[:2] / hexpart)
+    fresh_registry.restart()  # forget the blob descriptor cache
+    policy_path = write_policy(tmp_path / "p.yaml", fresh_registry.url, "team", protect=())
+
+    code, err = _plan_cli(policy_path, tmp_path / "plan.json", capsys)
+    assert code == 0, err
+    assert f"{repo}@{broken.digest}" in err and "config" in err  # the warning names it
+    plan = plan_mod.from_json((tmp_path / "plan.json").read_bytes(), "plan.json")
+    assert [e.digest for e in plan.deletions] == [old.digest]
+    kept = {e.digest: e for e in plan.kept}
+    assert "age unknown" in kept[broken.digest].reason
+
+    report = run_apply(load(policy_path), plan, tmp_path / "journal")
+    assert report.complete
+    assert not manifest_exists(fresh_registry.url, repo, old.digest)
+    assert resolve(fresh_registry.url, repo, "broken") == broken.digest
+    assert new.digest in kept and pull_complete(fresh_registry.url, repo, "new")
 
 
 def test_a_dangling_tag_left_on_disk_is_reported_and_left_alone(
