@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import re2
 
@@ -154,15 +154,24 @@ def write_output(path: str | None, text: str, stream: TextIO | None = None) -> N
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 (ExitCode.ERROR), not argparse's 2: 2 means "changes present" for
+    `plan --detailed-exitcode`, and CI must never read a typo as a plan with deletions."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.ERROR, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="retention",
         description="Policy-driven retention for container registries: validate, plan, apply.",
         epilog="Example: retention plan -p policies/example.yaml -o plan.json",
     )
     parser.add_argument("--version", action="version", version=f"retention {__version__}")
     _common(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _common(common, suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _COMMANDS:
