@@ -228,3 +228,50 @@ def test_repository_and_tag_names_full_of_separators(
     report = run_apply(policy, plan, tmp_path / "journal")
     assert_plan_applied_exactly(registry.url, plan, report)
     assert list_tags(registry.url, repo) == ["__v2.0-rc.1"]
+
+
+def test_signatures_in_their_own_repository_live_as_long_as_their_image(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """cosign with COSIGN_REPOSITORY=<registry>/team/sigs: the signatures of `team/app` images
+    live in `team/sigs`. Cosign signatures have no created date, and with `unknown_age: oldest`
+    a rule over `team/sigs` used to delete every one of them as an orphan, although their
+    images were alive in `team/app`. They go only once their image is gone from the registry
+    (a whole-registry plan: with part of it, the image might be outside)."""
+    now = datetime.now(UTC)
+    app, sigs = "team/app", "team/sigs"
+    old = fresh_pusher.push_image(app, "old", created=now - 9 * DAY)
+    new = fresh_pusher.push_image(app, "new", created=now - DAY)
+    old_sig = fresh_pusher.push_cosign_signature(sigs, old)
+    new_sig = fresh_pusher.push_cosign_signature(sigs, new)
+    policy_path = tmp_path / "p.yaml"
+    policy_path.write_text(
+        f"version: 1\nregistry:\n  url: {fresh_registry.url}\n"
+        "settings:\n  unknown_age: oldest\n"
+        "rules:\n"
+        f"  - name: signatures\n    match:\n      repositories: ['{sigs}']\n"
+        "    keep:\n      last: 0\n"
+        "  - name: images\n    match:\n      repositories: ['team/.*']\n"
+        "    keep:\n      last: 1\n"
+    )
+    policy = load(policy_path)
+
+    def plan_and_apply(run: int) -> plan_mod.Plan:
+        code, err = _plan_cli(policy_path, tmp_path / f"plan{run}.json", capsys)
+        assert code == 0, err
+        plan = plan_mod.from_json((tmp_path / f"plan{run}.json").read_bytes(), "plan.json")
+        report = run_apply(policy, plan, tmp_path / f"journal{run}")
+        assert_plan_applied_exactly(fresh_registry.url, plan, report)
+        return plan
+
+    first = plan_and_apply(1)
+    assert [e.digest for e in first.deletions] == [old.digest]
+    assert resolve(fresh_registry.url, sigs, old_sig.tag) == old_sig.digest
+
+    second = plan_and_apply(2)  # the old image is gone: now its signature is an orphan
+    assert [e.digest for e in second.deletions] == [old_sig.digest]
+    assert list_tags(fresh_registry.url, sigs) == [new_sig.tag]
+    assert pull_complete(fresh_registry.url, app, "new")

@@ -200,3 +200,49 @@ def test_a_fallback_tag_with_a_suffix_cosign_does_not_use_is_an_ordinary_tag() -
     verdicts = {v.tag: v for v in explain(p, inv, NOW, "apps/web")}
     assert verdicts[odd].rule == "all" and verdicts[odd].decision == "deleted"
     assert {e.digest for e in evaluate(p, inv, NOW).deletions} == {D("X")}
+
+
+# --- attachments stored in another repository (cosign's COSIGN_REPOSITORY) -----------------------
+
+
+def _two_repositories(*, complete: bool = True) -> tuple[object, ...]:
+    """`apps/web` holds the signed images; `sigs` holds their cosign signatures, as cosign
+    writes them with COSIGN_REPOSITORY=registry/sigs. One signature's image is gone."""
+    web = repo("apps/web", {"v1": "A", "v2": "B"}, [image("A", ago(20)), image("B", ago(1))])
+    sigs = repo(
+        "sigs",
+        {sig("A"): "SA", sig("B"): "SB", sig("GONE"): "SG"},
+        [image("SA", None), image("SB", None), image("SG", None)],
+    )
+    return inventory(web, sigs, complete=complete), web, sigs
+
+
+@pytest.mark.parametrize("unknown_age", ["keep", "oldest"])
+def test_a_signature_whose_image_lives_in_another_repository_is_not_an_orphan(
+    unknown_age: str,
+) -> None:
+    inv, _, _ = _two_repositories()
+    p = policy(rule("sigs", repos=["sigs"], last=0), unknown_age=unknown_age)  # type: ignore[arg-type]
+    plan = evaluate(p, inv, NOW)
+    verdicts = {v.tag: v for v in explain(p, inv, NOW, "sigs")}
+    for name in ("A", "B"):
+        v = verdicts[sig(name)]
+        assert v.decision == "kept" and v.rule is None, v
+        assert f"signature of {D(name)[:19]} in repository apps/web" in v.reason, v
+    # the signature whose image exists nowhere is an orphan the rule may delete (age unknown:
+    # only when unknown_age says oldest)
+    orphan = verdicts[sig("GONE")]
+    assert "orphan signature" in orphan.reason
+    assert (D("SG") in {e.digest for e in plan.deletions}) == (unknown_age == "oldest")
+    assert {e.digest for e in plan.deletions} <= {D("SG")}
+
+
+def test_with_part_of_the_registry_an_orphan_may_have_its_image_elsewhere_so_it_is_kept() -> None:
+    inv, _, sigs = _two_repositories(complete=False)
+    only_sigs = inventory(sigs, complete=False)  # e.g. plan --repository sigs
+    p = policy(rule("sigs", repos=["sigs"], last=0), unknown_age="oldest")
+    for partial in (inv, only_sigs):
+        plan = evaluate(p, partial, NOW)
+        assert not {e.digest for e in plan.deletions} & {D("SA"), D("SB"), D("SG")}
+        verdicts = {v.tag: v for v in explain(p, partial, NOW, "sigs")}
+        assert "only part of the registry" in verdicts[sig("GONE")].reason
