@@ -4,12 +4,31 @@ manifests, tags of one image owned by rules that disagree, and degenerate keeps.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from retention.evaluate import evaluate, explain
-from retention.model import Kind
-from tests.unit.evalkit import NOW, D, ago, hex_of, image, index, inventory, policy, repo, rule, sig
+from retention.model import Inventory, Kind, Repository
+from retention.policy.model import Policy
+from tests.unit.evalkit import (
+    NOW,
+    D,
+    ago,
+    hex_of,
+    image,
+    index,
+    inventory,
+    pat,
+    policy,
+    repo,
+    rule,
+    sig,
+)
 from tests.unit.test_evaluate import Case, _run
+from tests.unit.test_evaluate_properties import COMMON, inventories, policies
 
 
 def fallback(name: str) -> str:
@@ -246,3 +265,39 @@ def test_with_part_of_the_registry_an_orphan_may_have_its_image_elsewhere_so_it_
         assert not {e.digest for e in plan.deletions} & {D("SA"), D("SB"), D("SG")}
         verdicts = {v.tag: v for v in explain(p, partial, NOW, "sigs")}
         assert "only part of the registry" in verdicts[sig("GONE")].reason
+
+
+# --- monotonic safety (registry-facts §5.5 #4): more protection or less knowledge never deletes
+# more ----------------------------------------------------------------------------------------
+
+
+def _deleted(p: Policy, inv: Inventory) -> set[tuple[str, str]]:
+    return {(e.repository, e.digest) for e in evaluate(p, inv, NOW).deletions}
+
+
+@COMMON
+@given(policies(), inventories(), st.sampled_from(["latest", "v1.0.0", "main-.*", ".*sig", ".*"]))
+def test_protecting_more_never_deletes_more(p: Policy, inv: Inventory, extra: str) -> None:
+    stricter = replace(p, protect_tags=(*p.protect_tags, pat(extra)))
+    assert _deleted(stricter, inv) <= _deleted(p, inv)
+
+
+@COMMON
+@given(policies(), inventories(), st.integers(0, 1000))
+def test_forgetting_a_created_date_never_deletes_more(p: Policy, inv: Inventory, pick: int) -> None:
+    if p.settings.unknown_age != "keep":
+        return
+    places = [(ri, ii) for ri, r in enumerate(inv.repositories) for ii in range(len(r.images))]
+    ri, ii = places[pick % len(places)]
+    repos = list(inv.repositories)
+    images = list(repos[ri].images)
+    images[ii] = replace(images[ii], created=None)
+    repos[ri] = Repository(repos[ri].name, repos[ri].tags, tuple(images))
+    assert _deleted(p, replace(inv, repositories=tuple(repos))) <= _deleted(p, inv)
+
+
+@COMMON
+@given(policies(), inventories())
+def test_a_partial_inventory_never_deletes_more_than_the_whole(p: Policy, inv: Inventory) -> None:
+    whole = replace(inv, complete=True)
+    assert _deleted(p, replace(inv, complete=False)) <= _deleted(p, whole)
