@@ -1,12 +1,14 @@
 """Registries in states our seeding never produces on its own, planned and applied for real:
 an OCI referrers fallback tag, a nested index, a config blob gone from storage, a dangling tag
-left by hand, an index missing a child, and names full of separators. Each must plan without a
-traceback and apply without touching anything a kept tag needs (DESIGN §6 invariants 1 and 2)."""
+left by hand, an index missing a child, names full of separators, signatures in a repository of
+their own, and a tag whose manifest cannot be read. Each must plan without a traceback (or refuse
+to plan) and apply without touching anything a kept tag needs (DESIGN §6 invariants 1 and 2)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from retention import cli
 from retention import plan as plan_mod
 from retention.oci import OCI_INDEX
+from tests.harness.faultproxy import Exchange, Fault, FaultProxy
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pushed, Pusher, list_tags, pull_complete, resolve, sha256_digest
 from tests.support.applykit import (
@@ -275,3 +278,54 @@ def test_signatures_in_their_own_repository_live_as_long_as_their_image(
     assert [e.digest for e in second.deletions] == [old_sig.digest]
     assert list_tags(fresh_registry.url, sigs) == [new_sig.tag]
     assert pull_complete(fresh_registry.url, app, "new")
+
+
+SCHEMA1 = json.dumps(
+    {"schemaVersion": 1, "name": "x", "tag": "b", "architecture": "amd64", "fsLayers": []}
+).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (SCHEMA1, "application/vnd.docker.distribution.manifest.v1+prettyjws", "schema 1"),
+        (b"{garbage", "application/vnd.oci.image.manifest.v1+json", "not valid JSON"),
+        (b"<html>bad gateway</html>", "text/html", "not valid JSON"),
+        (b"[]", "application/json", "not a JSON object"),
+    ],
+    ids=["schema1", "garbage", "html", "array"],
+)
+def test_a_tag_whose_manifest_cannot_be_read_stops_the_plan(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    body: bytes,
+    content_type: str,
+    message: str,
+) -> None:
+    """Unknown ⇒ no plan: `kept` shares a digest with `old`; were it dropped from the walk, the
+    plan would delete that digest and `kept` with it."""
+    now = datetime.now(UTC)
+    repo = f"{repo_prefix}/app"
+    pusher.push_image(repo, ["old", "kept"], created=now - 9 * DAY)
+    pusher.push_image(repo, "new", created=now - DAY)
+
+    def answer(_request: object, upstream: Callable[..., Exchange]) -> Exchange:
+        real = upstream()
+        headers = [
+            (k, v)
+            for k, v in real.headers
+            if k.lower() not in ("content-type", "docker-content-digest", "content-length")
+        ]
+        return Exchange(200, (*headers, ("Content-Type", content_type)), body)
+
+    with FaultProxy(registry.url) as proxy:
+        proxy.add(Fault("respond", path=f"/{repo}/manifests/kept$", handler=answer, times=None))
+        policy = write_policy(tmp_path / "p.yaml", proxy.url, repo_prefix, protect=("kept",))
+        code, err = _plan_cli(policy, tmp_path / "plan.json", capsys)
+
+    assert code == 1
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "plan.json").exists()
