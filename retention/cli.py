@@ -1188,7 +1188,14 @@ def _add_apply(sub: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--journal",
         metavar="PATH",
-        help="journal file (default: $XDG_STATE_HOME/retention/journal/<host>-<plan sha>.jsonl)",
+        help="journal file (default: $XDG_STATE_HOME/retention/journal/"
+        "<host>_<port>-<plan sha256 prefix>.jsonl)",
+    )
+    parser.add_argument(
+        "--lock",
+        metavar="PATH",
+        help="the lock file shared with `retention schedule --lock PATH` (default: the policy's "
+        "lock under $XDG_STATE_HOME/retention/locks/)",
     )
     parser.add_argument(
         "--max-plan-age",
@@ -1268,7 +1275,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     # must keep it, which costs one request per kept tag. A one-step plan is seconds old.
     verify_kept = args.verify_kept_tags if args.verify_kept_tags is not None else bool(args.plan)
     # The lock `retention schedule` takes: a scheduler and a manual apply never overlap.
-    with acquire_lock(lock_path_for(policy.path, os.environ), purpose="apply"):
+    lock = Path(args.lock) if args.lock else lock_path_for(policy.path, os.environ)
+    with acquire_lock(lock, purpose="apply"):
         return _run_apply(args, plan, plan_sha256, policy, preflight, verify_kept=verify_kept)
 
 

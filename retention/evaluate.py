@@ -2,7 +2,7 @@
 verdicts behind `retention explain`.
 
 No I/O and no clock (`now` is a parameter). DESIGN §2 is the contract; what it leaves open is
-recorded in docs/decisions/evaluate.md.
+recorded in docs/decisions.md (Evaluate and plan).
 """
 
 from __future__ import annotations
