@@ -1002,6 +1002,12 @@ def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunO
     )
     if plan.deletions:
         report = _apply_scheduled(policy, plan, now=now, stop=stop)
+        error = report.error.diagnostics() if report.error else None
+        if stop.is_set() and error is not None:
+            # Stopped on request, not broken: the entries not attempted make the run partial,
+            # and the next run plans them again.
+            warnings.append(f"{stop.reason}: stopped between deletions; the next run goes on")
+            error = None
         outcome = dataclasses.replace(
             outcome,
             deleted=report.count("deleted") + report.count("resumed"),
@@ -1009,7 +1015,8 @@ def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunO
             gone=report.count("gone"),
             failed=report.count("failed"),
             bytes_deleted=report.bytes_reclaimable,
-            error=report.error.diagnostics() if report.error else None,
+            warnings=tuple(warnings),
+            error=error,
         )
     if policy.gc is None or outcome.deleted == 0:
         return outcome
