@@ -1101,7 +1101,7 @@ def _run_summary(record: RunRecord) -> str:
             text += f"; gc exit {o.gc_exit_code}{freed}"
     if record.missed_ticks:
         text += f"; skipped {len(record.missed_ticks)} tick(s) it overran"
-    if record.error:
+    if record.error and record.status != "skipped":  # a skipped --once run raises LockHeld
         text += f"\nerror: {record.error}"
     return text
 
