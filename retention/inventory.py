@@ -254,7 +254,8 @@ def take_inventory(
         # the catalog hint fits a refusal only: on a connection error it would send the reader
         # after credentials when the registry is down or the URL is wrong
         hint = exc.hint
-        if isinstance(exc, AuthError):
+        if isinstance(exc, AuthError) and exc.status == 403:
+            # authenticated, but not allowed to list: the catalog needs its own scope
             hint = "check that the credentials may read the catalog (scope registry:catalog:*)"
         raise InventoryError(
             f"cannot list the registry's repositories: {_first_line(exc)}", hint=hint
