@@ -3,7 +3,7 @@ ordered concurrent DELETEs, the journal, resume and dangling-tag repair.
 
 May import registry, plan, oci, policy.model, journal and errors. Never prints: progress goes to
 an injected callback; the CLI renders it. Request budget and the reasons behind each step:
-docs/decisions/apply.md.
+docs/decisions.md (Apply).
 """
 
 from __future__ import annotations

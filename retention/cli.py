@@ -23,9 +23,11 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import re2
 
@@ -154,24 +156,15 @@ def write_output(path: str | None, text: str, stream: TextIO | None = None) -> N
         raise
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 1 (ExitCode.ERROR), not argparse's 2: 2 means "changes present" for
-    `plan --detailed-exitcode`, and CI must never read a typo as a plan with deletions."""
-
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(ExitCode.ERROR, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = argparse.ArgumentParser(
         prog="retention",
         description="Policy-driven retention for container registries: validate, plan, apply.",
         epilog="Example: retention plan -p policies/example.yaml -o plan.json",
     )
     parser.add_argument("--version", action="version", version=f"retention {__version__}")
     _common(parser, suppress=False)
-    common = _Parser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False)
     _common(common, suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _COMMANDS:
@@ -181,7 +174,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits 2 on a usage error, which `plan --detailed-exitcode` means "changes"
+        return ExitCode.ERROR if exc.code == 2 else int(exc.code or 0)
     _configure_logging(args)
     handler: Handler = args.func
     try:
@@ -291,12 +288,20 @@ def _load_policy(path: str) -> Policy:
     return policy
 
 
-def _parse_as_of(text: str) -> datetime:
+def _now(as_of: str | None) -> datetime:
+    """`--as-of` as an aware UTC time, else the clock.
+
+    Parsed here, not by argparse: argparse exits 2 on a bad value, and 2 means "changes present"
+    to a `plan --detailed-exitcode` caller; a bad date is an error (exit 1).
+    """
+    if as_of is None:
+        return datetime.now(UTC)
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        when = datetime.fromisoformat(as_of.strip().replace("Z", "+00:00"))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"--as-of: {text!r} is not a date (use 2026-01-31 or 2026-01-31T12:00:00Z)"
+        raise RetentionError(
+            f"--as-of {as_of!r} is not a date",
+            hint="use 2026-01-31 or 2026-01-31T12:00:00Z (UTC unless an offset is given)",
         ) from exc
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
@@ -305,8 +310,11 @@ def _repository_pattern(text: str) -> Pattern:
     try:
         return compile_pattern(text)
     except re2.error as exc:
+        reason = exc.args[0] if exc.args else "invalid pattern"
+        if isinstance(reason, bytes):  # google-re2 gives RE2's reason as bytes
+            reason = reason.decode("utf-8", "replace")
         raise RetentionError(
-            f"--repository {text!r} is not a valid RE2 pattern: {exc}",
+            f"--repository {text!r} is not a valid RE2 pattern: {reason}",
             hint="it is matched against the whole repository name, e.g. 'apps/.*'",
         ) from exc
 
@@ -397,7 +405,9 @@ def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 2 when the plan deletes something, 0 when it deletes nothing",
     )
-    p.add_argument("--as-of", type=_parse_as_of, help="evaluate as if it were this date (UTC)")
+    p.add_argument(
+        "--as-of", metavar="DATE", help="evaluate as if it were this date (UTC), e.g. 2026-01-31"
+    )
     p.add_argument("--repository", metavar="REGEX", help="only repositories matching this RE2")
     p.add_argument("--show-kept", action="store_true", help="list kept images too")
     p.add_argument(
@@ -407,22 +417,64 @@ def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_cmd_plan)
 
 
+_SAVE_INVENTORY = "save one with `retention inventory -p POLICY --format json -o FILE`"
+
+
 def _read_inventory(path: str) -> Inventory:
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InventoryError(
-            f"{path}: cannot read the inventory: {exc}",
-            hint="save one with `retention inventory -p POLICY --format json -o FILE`",
+            f"{path}: cannot read the inventory: {exc}", hint=_SAVE_INVENTORY
         ) from exc
-    return Inventory.from_json(doc)
+    try:
+        return Inventory.from_json(doc)
+    except InventoryError as exc:  # say which file: a plan passed by mistake is the usual case
+        raise InventoryError(f"{path}: {exc.message}", hint=_SAVE_INVENTORY) from exc
+
+
+def _check_output(path: str | None) -> None:
+    """Fail before the registry walk, not after it, when `-o` cannot be written."""
+    if path is None or path == "-":
+        return
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise RetentionError(
+            f"-o {path}: the folder {folder} does not exist", hint="create it, or pick another"
+        )
+
+
+def _write(path: str | None, text: str) -> None:
+    """`write_output`, with a file system error reported as an error, not a traceback."""
+    try:
+        write_output(path, text)
+    except OSError as exc:
+        raise RetentionError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _narrow(inventory: Inventory, repository: str | None) -> Inventory:
+    """A saved inventory cut down to `--repository`, marked partial as a live narrowed walk is."""
+    if repository is None:
+        return inventory
+    pattern = _repository_pattern(repository)
+    return replace(
+        inventory,
+        repositories=tuple(r for r in inventory.repositories if pattern.matches(r.name)),
+        complete=False,
+    )
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    now = _now(args.as_of)
+    _check_output(args.output)
+    if args.repository:
+        _repository_pattern(args.repository)  # a bad pattern is an error before anything else
     policy = _load_policy(args.policy)
-    now = args.as_of or datetime.now(UTC)
     if args.from_inventory:
-        inventory = _read_inventory(args.from_inventory)
+        inventory = _narrow(_read_inventory(args.from_inventory), args.repository)
+        # the walk logged these when it ran; a saved inventory would otherwise hide them
+        for warning in inventory.warnings:
+            log.warning("%s", warning)
         plan = evaluate(policy, inventory, now)
     else:
         plan, _ = _make_plan(
@@ -433,14 +485,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             use_cache=not args.no_cache,
         )
     if args.output:
-        write_output(args.output, plan_to_json(plan))
+        _write(args.output, plan_to_json(plan))
+    text_shown = False
     if not args.quiet or not args.output:
         if args.format == "json":
-            write_output(None, plan_to_json(plan))
+            _write(None, plan_to_json(plan))
         else:
-            write_output(None, render_text(plan, show_kept=args.show_kept, now=now))
-    for warning in plan.warnings:
-        log.warning("%s", warning)
+            _write(None, render_text(plan, show_kept=args.show_kept, now=now))
+            text_shown = True
+    if not text_shown:  # the text plan ends with its warnings: do not repeat them
+        for warning in plan.warnings:
+            log.warning("%s", warning)
     if args.detailed_exitcode and plan.deletions:
         return ExitCode.CHANGES
     return ExitCode.OK
@@ -484,11 +539,16 @@ def _inventory_text(inventory: Inventory) -> str:
     )
     for r in repos:
         lines += ["", f"{r.name}:"]
+        # columns as wide as this repository's longest tag: cosign tags are 75 characters
+        tag_width = max([len(t.name) for t in r.tags] + [3])
+        lines.append(f"  {'TAG':<{tag_width}}  {'DIGEST':<19}  {'CREATED':<20}  {'SIZE':>10}")
         for t in r.tags:
             image = r.image(t.digest)
             created = format_time(image.created) if image and image.created else "unknown"
             size = human_bytes(image.size) if image else "?"
-            lines.append(f"  {t.name:<30} {t.digest[:19]}  {created:<20}  {size:>10}")
+            lines.append(
+                f"  {t.name:<{tag_width}}  {t.digest[:19]}  {created:<20}  {size:>10}".rstrip()
+            )
     lines.extend(f"warning: {w}" for w in inventory.warnings)
     return "\n".join(lines) + "\n"
 
@@ -515,6 +575,9 @@ def _inventory_csv(inventory: Inventory) -> str:
 
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
+    _check_output(args.output)
+    if args.repository:
+        _repository_pattern(args.repository)
     policy = _load_policy(args.policy)
     inventory = _take(
         policy,
@@ -529,7 +592,7 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
         text = _inventory_csv(inventory)
     else:
         text = _inventory_text(inventory)
-    write_output(args.output, text)
+    _write(args.output, text)
     return ExitCode.OK
 
 
@@ -544,7 +607,9 @@ def _add_explain(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-p", "--policy", required=True, help="the policy file")
     p.add_argument("target", metavar="REPO[:TAG]", help="a repository, or one of its tags")
-    p.add_argument("--as-of", type=_parse_as_of, help="evaluate as if it were this date (UTC)")
+    p.add_argument(
+        "--as-of", metavar="DATE", help="evaluate as if it were this date (UTC), e.g. 2026-01-31"
+    )
     p.add_argument(
         "--from-inventory", metavar="FILE", help="explain from a saved inventory; no registry"
     )
@@ -552,18 +617,35 @@ def _add_explain(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    now = _now(args.as_of)
     policy = _load_policy(args.policy)
-    now = args.as_of or datetime.now(UTC)
-    repository, _, tag = args.target.partition(":")
+    repository, tag = _explain_target(args.target, policy.registry.url)
     if args.from_inventory:
         inventory = _read_inventory(args.from_inventory)
     else:
         inventory = _take(
             policy, now=now, repository=re2.escape(repository), progress=_progress(args)
         )
-    verdicts = explain(policy, inventory, now, repository, tag or None)
-    write_output(None, _explanation_text(verdicts))
+    verdicts = explain(policy, inventory, now, repository, tag)
+    _write(None, _explanation_text(verdicts))
     return ExitCode.OK
+
+
+def _explain_target(target: str, registry_url: str) -> tuple[str, str | None]:
+    """`REPO[:TAG]` -> (repository, tag). A reference pasted with the policy's registry host in
+    front (`127.0.0.1:5000/apps/web:v1`) works too: a colon followed by a `/` is a port."""
+    if "@" in target:
+        raise RetentionError(
+            f"{target!r}: explain takes REPO or REPO:TAG, not a digest reference",
+            hint="name the tag; `retention plan --show-kept` lists untagged manifests",
+        )
+    name, colon, tag = target.rpartition(":")
+    if not colon or "/" in tag:
+        name, tag = target, ""
+    host = urlsplit(registry_url).netloc
+    if host and name.startswith(host + "/"):
+        name = name[len(host) + 1 :]
+    return name, tag or None
 
 
 def _explanation_text(verdicts: list[TagVerdict]) -> str:
@@ -920,6 +1002,12 @@ def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunO
     )
     if plan.deletions:
         report = _apply_scheduled(policy, plan, now=now, stop=stop)
+        error = report.error.diagnostics() if report.error else None
+        if stop.is_set() and error is not None:
+            # Stopped on request, not broken: the entries not attempted make the run partial,
+            # and the next run plans them again.
+            warnings.append(f"{stop.reason}: stopped between deletions; the next run goes on")
+            error = None
         outcome = dataclasses.replace(
             outcome,
             deleted=report.count("deleted") + report.count("resumed"),
@@ -927,7 +1015,8 @@ def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunO
             gone=report.count("gone"),
             failed=report.count("failed"),
             bytes_deleted=report.bytes_reclaimable,
-            error=report.error.diagnostics() if report.error else None,
+            warnings=tuple(warnings),
+            error=error,
         )
     if policy.gc is None or outcome.deleted == 0:
         return outcome
@@ -1012,7 +1101,7 @@ def _run_summary(record: RunRecord) -> str:
             text += f"; gc exit {o.gc_exit_code}{freed}"
     if record.missed_ticks:
         text += f"; skipped {len(record.missed_ticks)} tick(s) it overran"
-    if record.error:
+    if record.error and record.status != "skipped":  # a skipped --once run raises LockHeld
         text += f"\nerror: {record.error}"
     return text
 
@@ -1106,7 +1195,14 @@ def _add_apply(sub: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--journal",
         metavar="PATH",
-        help="journal file (default: $XDG_STATE_HOME/retention/journal/<host>-<plan sha>.jsonl)",
+        help="journal file (default: $XDG_STATE_HOME/retention/journal/"
+        "<host>_<port>-<plan sha256 prefix>.jsonl)",
+    )
+    parser.add_argument(
+        "--lock",
+        metavar="PATH",
+        help="the lock file shared with `retention schedule --lock PATH` (default: the policy's "
+        "lock under $XDG_STATE_HOME/retention/locks/)",
     )
     parser.add_argument(
         "--max-plan-age",
@@ -1186,7 +1282,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     # must keep it, which costs one request per kept tag. A one-step plan is seconds old.
     verify_kept = args.verify_kept_tags if args.verify_kept_tags is not None else bool(args.plan)
     # The lock `retention schedule` takes: a scheduler and a manual apply never overlap.
-    with acquire_lock(lock_path_for(policy.path, os.environ), purpose="apply"):
+    lock = Path(args.lock) if args.lock else lock_path_for(policy.path, os.environ)
+    with acquire_lock(lock, purpose="apply"):
         return _run_apply(args, plan, plan_sha256, policy, preflight, verify_kept=verify_kept)
 
 

@@ -2,7 +2,7 @@
 verdicts behind `retention explain`.
 
 No I/O and no clock (`now` is a parameter). DESIGN §2 is the contract; what it leaves open is
-recorded in docs/decisions/evaluate.md.
+recorded in docs/decisions.md (Evaluate and plan).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
     deletions.sort(key=lambda e: (e.repository, e.digest))
     kept.sort(key=lambda e: (e.repository, e.digest))
 
-    warnings = _warnings(policy, inventory, owning, unmatched, unknown_age, orphans, missing)
+    warnings = _warnings(policy, ctx, inventory, owning, unmatched, unknown_age, orphans, missing)
     for w in warnings:
         log.debug("plan warning: %s", w)
     summary = Summary(
@@ -628,6 +628,7 @@ def _reclaimable(repositories: Iterable[Repository], deletions: list[Entry]) -> 
 
 def _warnings(
     policy: Policy,
+    ctx: _Context,
     inventory: Inventory,
     owning: set[int],
     unmatched: list[str],
@@ -635,10 +636,17 @@ def _warnings(
     orphans: int,
     missing: int,
 ) -> list[str]:
+    # In a partial inventory (--repository, --shard) a rule whose repositories are all outside
+    # it owns nothing for that reason alone: say so only of rules that had a chance.
+    in_scope = (
+        set(range(len(policy.rules)))
+        if inventory.complete
+        else {i for r in inventory.repositories for i in ctx.rules_for(r.name)}
+    )
     out = [
         f"rule `{rule.name}` owns no tag in the inventory"
         for i, rule in enumerate(policy.rules)
-        if i not in owning
+        if i not in owning and i in in_scope
     ]
     if unmatched:
         names = ", ".join(unmatched[:_NAMES_IN_WARNING])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from retention.cache import DigestCache
-from retention.errors import InventoryError, RegistryError
+from retention.errors import AuthError, InventoryError, RegistryError
 from retention.model import Blob, Image, Inventory, Kind, Repository, Tag
 from retention.oci import (
     CREATED_ANNOTATION,
@@ -266,16 +266,23 @@ def take_inventory(
     try:
         repositories = sorted(name for name in client.catalog() if select(name))
     except RegistryError as exc:
+        # the catalog hint fits a refusal only: on a connection error it would send the reader
+        # after credentials when the registry is down or the URL is wrong
+        hint = exc.hint
+        if isinstance(exc, AuthError) and exc.status == 403:
+            # authenticated, but not allowed to list: the catalog needs its own scope
+            hint = "check that the credentials may read the catalog (scope registry:catalog:*)"
         raise InventoryError(
-            f"cannot list the registry's repositories: {exc.diagnostics()}",
-            hint="check that the credentials may read the catalog (scope registry:catalog:*)",
+            f"cannot list the registry's repositories: {_first_line(exc)}", hint=hint
         ) from exc
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         walker = _Walker(client, cache, pool, progress)
         try:
             repos = _walk(walker, repositories)
         except RegistryError as exc:
-            raise InventoryError(f"the registry walk failed: {exc.diagnostics()}") from exc
+            raise InventoryError(
+                f"the registry walk failed: {_first_line(exc)}", hint=exc.hint
+            ) from exc
     inventory = Inventory(
         registry=client.url,
         taken_at=now,
@@ -284,6 +291,11 @@ def take_inventory(
         warnings=tuple(walker.warnings),
     )
     return inventory
+
+
+def _first_line(exc: RegistryError) -> str:
+    """The error with its status and URL, without the hint (the caller passes that on)."""
+    return exc.diagnostics().splitlines()[0]
 
 
 def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:

@@ -978,7 +978,10 @@ class RegistryClient:
             raise TransportError(text, url=where, status=last_resp.status, code=code)
         assert last_exc is not None
         raise TransportError(
-            f"{method} failed after {attempt} attempt(s): {failure}", url=where
+            f"{method} failed after {attempt} attempt(s): {failure}",
+            url=where,
+            hint=f"is the registry running and reachable at {self.url}? "
+            "`retention doctor -p POLICY` checks the connection, credentials and deletes",
         ) from last_exc
 
     def _attempt(

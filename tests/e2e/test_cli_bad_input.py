@@ -160,17 +160,13 @@ def test_doctor_of_an_unreachable_registry_fails_its_first_check(
 def test_a_usage_mistake_exits_1_never_the_changes_code(
     files: dict[str, Path], capsys: pytest.CaptureFixture[str], argv: str
 ) -> None:
-    with pytest.raises(SystemExit) as exited:
-        cli.main(argv.format(**files).split())
-    assert exited.value.code == cli.ExitCode.ERROR
+    assert cli.main(argv.format(**files).split()) == cli.ExitCode.ERROR
     err = capsys.readouterr().err
-    assert "usage: retention" in err and "error:" in err
+    assert "error:" in err  # argparse adds its usage line; --as-of is checked by plan itself
     assert "Traceback" not in err
 
 
 def test_help_and_version_still_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["--help"], ["plan", "--help"], ["--version"]):
-        with pytest.raises(SystemExit) as exited:
-            cli.main(argv)
-        assert exited.value.code == 0
+        assert cli.main(argv) == 0
     assert "retention" in capsys.readouterr().out

@@ -556,6 +556,18 @@ def test_warnings() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("complete", "warned"), [(True, True), (False, False)], ids=["whole-registry", "narrowed"]
+)
+def test_a_rule_outside_a_narrowed_inventory_is_not_said_to_own_nothing(
+    complete: bool, warned: bool
+) -> None:
+    p = policy(rule("web", repos=["web/.*"], last=1), rule("api", repos=["api/.*"], last=1))
+    inv = inventory(repo("api/one", {"x": "X"}, [image("X", ago(1))]), complete=complete)
+    warnings = evaluate(p, inv, NOW).warnings
+    assert ("rule `web` owns no tag in the inventory" in warnings) is warned
+
+
 def test_unmatched_repository_warning_is_bounded() -> None:
     inv = inventory(*(repo(f"r{i:02}", {}, []) for i in range(13)))
     [warning] = evaluate(policy(rule("x", repos=["none"], last=1)), inv, NOW).warnings[1:]

@@ -140,4 +140,4 @@ def test_plan_from_a_damaged_inventory_is_one_error_line(
     err = capsys.readouterr().err
     assert code == 1
     assert "Traceback" not in err
-    assert err.startswith("error: inventory file is malformed")
+    assert err.startswith(f"error: {tmp_path / 'inv.json'}: inventory file is malformed")
