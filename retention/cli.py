@@ -39,7 +39,7 @@ from retention.doctor import run_checks
 from retention.errors import AuthError, InventoryError, PolicyError, RetentionError, ScheduleError
 from retention.evaluate import TagVerdict, age_words, evaluate, explain
 from retention.gc import DEFAULT_TIMEOUT_SECONDS, run_gc, untagged_warnings
-from retention.inventory import Progress, take_inventory
+from retention.inventory import Progress, Shard, take_inventory
 from retention.journal import Journal, default_journal_path, read_journal, redact_url
 from retention.model import Inventory, Repository
 from retention.oci import format_time
@@ -345,6 +345,47 @@ def _progress(args: argparse.Namespace) -> _TtyProgress:
     return _TtyProgress(sys.stderr.isatty() and not args.quiet)
 
 
+# --shard K/N: N workers (a Kubernetes Indexed Job) each plan and apply their share of the
+# repositories, split by a stable hash of the name (retention.inventory.in_shard; docs/sharding.md)
+
+_SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"  # set by Kubernetes in each pod of an Indexed Job
+_SHARD_HINT = (
+    "--shard K/N takes shard K (0 <= K < N) of N; --shard N or --shard auto/N takes K from "
+    f"${_SHARD_INDEX_ENV}, which a Kubernetes Indexed Job sets"
+)
+
+
+def _add_shard_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="only this worker's share of the repositories: shard K (0-based) of N, split by a "
+        f"hash of the name; N alone or auto/N takes K from ${_SHARD_INDEX_ENV}",
+    )
+
+
+def _shard(args: argparse.Namespace) -> Shard | None:
+    """`--shard K/N`, `--shard N` or `--shard auto/N` as a Shard; None without the option."""
+    text: str | None = getattr(args, "shard", None)
+    if text is None:
+        return None
+    index_text, slash, count_text = text.strip().rpartition("/")
+    if not slash or index_text == "auto":
+        index_text = os.environ.get(_SHARD_INDEX_ENV, "")
+        if not index_text:
+            raise RetentionError(
+                f"--shard {text}: ${_SHARD_INDEX_ENV} is not set, so this worker's index is "
+                "unknown",
+                hint=_SHARD_HINT,
+            )
+    if not (index_text.isdigit() and count_text.isdigit()):
+        raise RetentionError(f"--shard {text}: not K/N, N or auto/N", hint=_SHARD_HINT)
+    try:
+        return Shard(int(index_text), int(count_text))
+    except InventoryError as exc:
+        raise RetentionError(f"--shard {text}: {exc.message}", hint=_SHARD_HINT) from exc
+
+
 def _take(
     policy: Policy,
     *,
@@ -352,10 +393,13 @@ def _take(
     repository: str | None,
     progress: Progress | None,
     use_cache: bool = True,
+    shard: Shard | None = None,
 ) -> Inventory:
     select_pattern = _repository_pattern(repository) if repository else None
 
     def select(name: str) -> bool:
+        if shard is not None and name not in shard:
+            return False
         return select_pattern is None or select_pattern.matches(name)
 
     cache = DigestCache(_cache_dir()) if use_cache else None
@@ -366,7 +410,7 @@ def _take(
             client,
             now=now,
             select=select,
-            complete=select_pattern is None,
+            complete=select_pattern is None and (shard is None or shard.count == 1),
             concurrency=policy.settings.concurrency,
             cache=cache,
             progress=progress or (lambda phase, done, total: None),
@@ -380,10 +424,16 @@ def _make_plan(
     repository: str | None = None,
     progress: Progress | None = None,
     use_cache: bool = True,
+    shard: Shard | None = None,
 ) -> tuple[Plan, Inventory]:
     """Inventory the registry and evaluate the policy: the one path to a plan."""
     inventory = _take(
-        policy, now=now, repository=repository, progress=progress, use_cache=use_cache
+        policy,
+        now=now,
+        repository=repository,
+        progress=progress,
+        use_cache=use_cache,
+        shard=shard,
     )
     return evaluate(policy, inventory, now), inventory
 
@@ -414,6 +464,7 @@ def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
         "--from-inventory", metavar="FILE", help="evaluate a saved inventory; no registry"
     )
     p.add_argument("--no-cache", action="store_true", help="do not use the digest cache")
+    _add_shard_option(p)
     p.set_defaults(func=_cmd_plan)
 
 
@@ -452,14 +503,19 @@ def _write(path: str | None, text: str) -> None:
         raise RetentionError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def _narrow(inventory: Inventory, repository: str | None) -> Inventory:
-    """A saved inventory cut down to `--repository`, marked partial as a live narrowed walk is."""
-    if repository is None:
+def _narrow(inventory: Inventory, repository: str | None, shard: Shard | None = None) -> Inventory:
+    """A saved inventory cut down to `--repository` and `--shard`, marked partial as a live
+    narrowed walk is."""
+    if repository is None and (shard is None or shard.count == 1):
         return inventory
-    pattern = _repository_pattern(repository)
+    pattern = _repository_pattern(repository) if repository else None
     return replace(
         inventory,
-        repositories=tuple(r for r in inventory.repositories if pattern.matches(r.name)),
+        repositories=tuple(
+            r
+            for r in inventory.repositories
+            if (pattern is None or pattern.matches(r.name)) and (shard is None or r.name in shard)
+        ),
         complete=False,
     )
 
@@ -469,9 +525,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     _check_output(args.output)
     if args.repository:
         _repository_pattern(args.repository)  # a bad pattern is an error before anything else
+    shard = _shard(args)
     policy = _load_policy(args.policy)
     if args.from_inventory:
-        inventory = _narrow(_read_inventory(args.from_inventory), args.repository)
+        inventory = _narrow(_read_inventory(args.from_inventory), args.repository, shard)
         # the walk logged these when it ran; a saved inventory would otherwise hide them
         for warning in inventory.warnings:
             log.warning("%s", warning)
@@ -483,6 +540,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             repository=args.repository,
             progress=_progress(args),
             use_cache=not args.no_cache,
+            shard=shard,
         )
     if args.output:
         _write(args.output, plan_to_json(plan))
@@ -515,6 +573,7 @@ def _add_inventory(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--repository", metavar="REGEX", help="only repositories matching this RE2")
     p.add_argument("--no-cache", action="store_true", help="do not use the digest cache")
+    _add_shard_option(p)
     p.set_defaults(func=_cmd_inventory)
 
 
@@ -578,6 +637,7 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
     _check_output(args.output)
     if args.repository:
         _repository_pattern(args.repository)
+    shard = _shard(args)
     policy = _load_policy(args.policy)
     inventory = _take(
         policy,
@@ -585,6 +645,7 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
         repository=args.repository,
         progress=_progress(args),
         use_cache=not args.no_cache,
+        shard=shard,
     )
     if args.format == "json":
         text = json.dumps(inventory.to_json(), indent=2, sort_keys=True) + "\n"
@@ -1219,12 +1280,20 @@ def _add_apply(sub: Any, common: argparse.ArgumentParser) -> None:
         "moved onto a planned image since the plan (a rollback) keeps it; default: on for a "
         "saved plan, off for a one-step -p run whose plan is seconds old",
     )
+    _add_shard_option(parser)
     parser.set_defaults(func=_cmd_apply)
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
 
     now = datetime.now(UTC)
+    shard = _shard(args)
+    if shard is not None and args.plan is not None:
+        raise RetentionError(
+            "--shard applies to planning: a saved plan already holds only its shard",
+            hint="retention plan -p POLICY --shard K/N -o plan.json, then retention apply "
+            "plan.json; or retention apply -p POLICY --yes --shard K/N",
+        )
     if args.plan is None:
         if args.policy is None:
             raise RetentionError(
@@ -1239,7 +1308,9 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                 "apply plan.json",
             )
         policy = _load_policy_quietly(args.policy, args)
-        plan, _inventory = _make_plan(policy, now=now, repository=None, progress=_progress(args))
+        plan, _inventory = _make_plan(
+            policy, now=now, repository=None, progress=_progress(args), shard=shard
+        )
         if not args.quiet:
             sys.stderr.write(render_text(plan, now=now))
         plan_sha256 = _plan_sha256(plan)
@@ -1281,8 +1352,11 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     # A saved plan may be hours old: a kept tag moved onto a planned image since (a rollback)
     # must keep it, which costs one request per kept tag. A one-step plan is seconds old.
     verify_kept = args.verify_kept_tags if args.verify_kept_tags is not None else bool(args.plan)
-    # The lock `retention schedule` takes: a scheduler and a manual apply never overlap.
+    # The lock `retention schedule` takes: a scheduler and a manual apply never overlap. Shards
+    # touch disjoint repositories: each has its own lock, so N workers on one host run at once.
     lock = Path(args.lock) if args.lock else lock_path_for(policy.path, os.environ)
+    if shard is not None and not args.lock:
+        lock = lock.with_name(f"{lock.stem}-shard-{shard.index}-of-{shard.count}.lock")
     with acquire_lock(lock, purpose="apply"):
         return _run_apply(args, plan, plan_sha256, policy, preflight, verify_kept=verify_kept)
 

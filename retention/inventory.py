@@ -7,12 +7,14 @@ holds them. Never deletes anything; a walk that cannot complete raises Inventory
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from retention.cache import DigestCache
 from retention.errors import AuthError, InventoryError, RegistryError
@@ -38,6 +40,9 @@ _MAX_INDEX_DEPTH = 8
 Progress = Callable[[str, int, int], None]
 
 
+T = TypeVar("T")
+
+
 def _no_progress(phase: str, done: int, total: int) -> None:
     return None
 
@@ -51,26 +56,44 @@ class _Resolved:
     manifest: Manifest | None  # None: listed but its manifest is gone (a dangling tag)
 
 
-class _SingleFlight:
-    """Runs a function once per key, even when many threads ask for the same key at once."""
+class _SingleFlight(Generic[T]):
+    """Runs a function once per key, even when many threads ask for the same key at once.
+
+    Keeps each finished call's outcome (value or exception), not its Future: a Future carries a
+    Condition, and a 10,000-tag walk holds one outcome per config and platform manifest.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._futures: dict[str, Future[bytes]] = {}
+        self._running: dict[str, Future[T]] = {}
+        self._done: dict[str, tuple[T] | BaseException] = {}
 
-    def get(self, key: str, fetch: Callable[[], bytes]) -> bytes:
+    def get(self, key: str, fetch: Callable[[], T]) -> T:
         with self._lock:
-            future = self._futures.get(key)
-            owner = future is None
-            if future is None:
-                future = Future()
-                self._futures[key] = future
-        if owner:
-            try:
-                future.set_result(fetch())
-            except BaseException as exc:
-                future.set_exception(exc)
-        return future.result()
+            known = self._done.get(key) or self._running.get(key)
+            if known is None:
+                mine: Future[T] = Future()
+                self._running[key] = mine
+        if isinstance(known, Future):
+            return known.result()
+        if isinstance(known, BaseException):
+            raise known
+        if known is not None:
+            return known[0]
+        try:
+            value = fetch()
+        except BaseException as exc:
+            self._finish(key, exc)
+            mine.set_exception(exc)
+            raise
+        self._finish(key, (value,))
+        mine.set_result(value)
+        return value
+
+    def _finish(self, key: str, outcome: tuple[T] | BaseException) -> None:
+        with self._lock:
+            self._done[key] = outcome
+            del self._running[key]
 
 
 class _Walker:
@@ -85,7 +108,12 @@ class _Walker:
         self.cache = cache
         self.pool = pool
         self.progress = progress
-        self.flight = _SingleFlight()
+        # parsed once per digest, whichever thread asks first; the bytes are not kept
+        self.configs: _SingleFlight[ImageConfig | None] = _SingleFlight()
+        self.children: _SingleFlight[Manifest | None] = _SingleFlight()
+        # manifests already fetched by tag, per repository and digest: an index child that is
+        # also tagged needs no request of its own (filled once the tags are resolved)
+        self.resolved: dict[str, dict[str, Manifest]] = {}
         self.warnings: list[str] = []
         self._lock = threading.Lock()
 
@@ -94,61 +122,67 @@ class _Walker:
         with self._lock:
             self.warnings.append(message)
 
-    def _cached(self, digest: str, fetch: Callable[[], bytes]) -> bytes:
-        """Bytes for a digest from the cache, else fetched once (single-flight) and cached."""
-
-        def load() -> bytes:
-            if self.cache is not None:
-                hit = self.cache.get(digest)
-                if hit is not None:
-                    return hit
-            data = fetch()
-            if self.cache is not None:
-                self.cache.put(digest, data)
-            return data
-
-        return self.flight.get(digest, load)
+    def _load(self, digest: str, fetch: Callable[[], bytes]) -> bytes:
+        """Bytes for a digest from the cache, else fetched and cached."""
+        if self.cache is not None:
+            hit = self.cache.get(digest)
+            if hit is not None:
+                return hit
+        data = fetch()
+        if self.cache is not None:
+            self.cache.put(digest, data)
+        return data
 
     def resolve(self, repository: str, tag: str) -> _Resolved:
         fetched = self.client.get_manifest(repository, tag)
         if fetched is None:
             return _Resolved(repository, tag, None)
-        if self.cache is not None and self.cache.get(fetched.manifest.digest) is None:
-            self.cache.put(fetched.manifest.digest, fetched.raw)
+        # not cached: a tag can move, so the next walk GETs it again whatever the cache holds
         return _Resolved(repository, tag, fetched.manifest)
 
     def child(self, repository: str, digest: str) -> Manifest | None:
+        tagged = self.resolved.get(repository, {}).get(digest)
+        if tagged is not None:
+            return tagged
+
         def fetch() -> bytes:
             fetched = self.client.get_manifest(repository, digest)
             if fetched is None:
                 raise _Missing(digest)
             return fetched.raw
 
-        try:
-            raw = self._cached(digest, fetch)
-        except _Missing:
-            return None
-        # the bytes hash to `digest` (checked on fetch and on cache read); cached children carry
-        # no Content-Type, so the media type comes from the body
-        return parse_manifest(raw, None, digest)
+        def load() -> Manifest | None:
+            try:
+                raw = self._load(digest, fetch)
+            except _Missing:
+                return None
+            # the bytes hash to `digest` (checked on fetch and on cache read); cached children
+            # carry no Content-Type, so the media type comes from the body
+            return parse_manifest(raw, None, digest)
+
+        return self.children.get(digest, load)
 
     def config(self, repository: str, manifest: Manifest) -> ImageConfig | None:
         cfg = manifest.config
         if cfg is None or cfg.media_type not in IMAGE_CONFIG_TYPES:
             return None
-        try:
-            raw = self._cached(cfg.digest, lambda: self.client.get_blob(repository, cfg.digest))
-        except RegistryError as exc:
-            if exc.status != 404:
-                raise
-            # A registry after a bad garbage collection: the image cannot be pulled, but its
-            # tags and digest are known. Its age is unknown (DESIGN §2), which keeps it.
-            self._warn(
-                f"{repository}@{manifest.digest}: its config blob {cfg.digest} is missing from "
-                "the registry (404), so its created date is unknown"
-            )
-            return None
-        return parse_config(raw, cfg.digest)
+
+        def load() -> ImageConfig | None:
+            try:
+                raw = self._load(cfg.digest, lambda: self.client.get_blob(repository, cfg.digest))
+            except RegistryError as exc:
+                if exc.status != 404:
+                    raise
+                # A registry after a bad garbage collection: the image cannot be pulled, but its
+                # tags and digest are known. Its age is unknown (DESIGN §2), which keeps it.
+                self._warn(
+                    f"{repository}@{manifest.digest}: its config blob {cfg.digest} is missing "
+                    "from the registry (404), so its created date is unknown"
+                )
+                return None
+            return parse_config(raw, cfg.digest)
+
+        return self.configs.get(cfg.digest, load)
 
     def image(self, repository: str, manifest: Manifest, tags: Iterable[str]) -> list[Image]:
         """The Image for `manifest`, and for an index also one per platform manifest."""
@@ -248,6 +282,38 @@ def _created(manifest: Manifest, config: ImageConfig | None) -> datetime | None:
     return when
 
 
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Worker `index` of `count` (0-based, as a Kubernetes Indexed Job numbers its pods)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise InventoryError(
+                f"shard {self.index}/{self.count} does not exist",
+                hint="a shard is K/N with N >= 1 and 0 <= K < N",
+            )
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def __contains__(self, repository: str) -> bool:
+        return in_shard(repository, self.index, self.count)
+
+
+def in_shard(repository: str, index: int, count: int) -> bool:
+    """Whether `repository` belongs to shard `index` of `count`: the SHA-256 of its UTF-8 name,
+    read as a big-endian integer, modulo `count`.
+
+    Stable across processes, machines and Python versions (unlike `hash()`), so N workers split
+    a registry between them without talking: every repository lands in exactly one shard.
+    """
+    digest = hashlib.sha256(repository.encode("utf-8")).digest()
+    return int.from_bytes(digest, "big") % count == index
+
+
 def take_inventory(
     client: RegistryClient,
     *,
@@ -310,6 +376,7 @@ def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:
         walker.progress("tags", done, total)
 
     by_repo: dict[str, dict[str, Manifest]] = {repo: {} for repo in repositories}
+    walker.resolved = by_repo
     tags_of: dict[str, dict[str, list[str]]] = {repo: {} for repo in repositories}
     repo_tags: dict[str, list[Tag]] = {repo: [] for repo in repositories}
     for r in resolved:
