@@ -3,7 +3,7 @@ ordered concurrent DELETEs, the journal, resume and dangling-tag repair.
 
 May import registry, plan, oci, policy.model, journal and errors. Never prints: progress goes to
 an injected callback; the CLI renders it. Request budget and the reasons behind each step:
-docs/decisions/apply.md.
+docs/decisions.md (Apply).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from retention.errors import (
     RetentionError,
     TransportError,
 )
-from retention.journal import Journal, Key, redact_url
+from retention.journal import IntentRecord, Journal, Key, redact_url
 from retention.plan import FORMAT_VERSION, Entry, Plan
 from retention.policy.model import MaxDeletions, Policy
 
@@ -504,6 +504,16 @@ class _Run:
                 verified[key] = check
             elif isinstance(check, _Skip):
                 skips[key] = check
+        unheld = self._unheld(verified, skips)
+        if unheld:
+            lines = [f"{repo}@{digest}: {reason}" for (repo, digest), reason in unheld[:5]]
+            raise ApplyRefused(
+                f"{len(unheld)} planned untagged manifest(s) are not held by anything the plan "
+                "deletes, so the plan was edited or is corrupt; nothing was deleted:\n  "
+                + "\n  ".join(lines),
+                hint="make a new plan with `retention plan -p POLICY -o plan.json`; plan files "
+                "must not be edited by hand",
+            )
         deps = self._dependencies(verified, skips)
         for key in sorted(skips):
             self._journal_skip(key, skips[key])
@@ -695,6 +705,55 @@ class _Run:
             tags=tuple(tags),
             repair=True,
         )
+
+    def _unheld(
+        self, verified: dict[Key, _Verified], skips: dict[Key, _Skip]
+    ) -> list[tuple[Key, str]]:
+        """Untagged entries the plan could not have made: evaluate deletes an untagged manifest
+        only as a platform manifest of a deleted index (`parent`) or as a referrer of a deleted
+        subject. The bytes just fetched by digest (immutable) say which, whatever the plan file
+        claims, so a platform manifest of a kept index listed with no parent, or under an index
+        that does not list it, is refused even when kept tags are trusted (invariant 2)."""
+        unheld: list[tuple[Key, str]] = []
+        intents: Mapping[Key, IntentRecord] | None = None
+        for key, v in sorted(verified.items()):
+            e = self.entries[key]
+            repo, digest = key
+            if e.parent is not None:
+                parent_key = (repo, e.parent)
+                if parent_key in verified:
+                    listed = verified[parent_key].manifest.children
+                elif parent_key in skips and skips[parent_key].kind != "gone":
+                    continue  # skipped with its index (see _dependencies)
+                else:
+                    # deleted by an earlier run of this plan, or gone: its bytes are in the
+                    # journal when this plan deleted it, else it cannot be checked
+                    if intents is None:
+                        intents = self.journal.state.intents()
+                    intent = intents.get(parent_key)
+                    try:
+                        manifest = (
+                            None
+                            if intent is None
+                            else oci.parse_manifest(intent.raw, intent.media_type, intent.digest)
+                        )
+                    except ProtocolError:
+                        manifest = None
+                    if manifest is None:
+                        skips[key] = _Skip(
+                            "stale", f"its index {e.parent} is gone and could not be checked"
+                        )
+                        continue
+                    listed = manifest.children
+                if digest not in {c.digest for c in listed}:
+                    unheld.append((key, f"its index {e.parent} does not list it"))
+            elif not e.tags:
+                subject = v.manifest.subject
+                if subject is None:
+                    unheld.append((key, "it has no tags, no index and no subject"))
+                elif (repo, subject.digest) not in self.entries:
+                    unheld.append((key, f"its subject {subject.digest} is not deleted by the plan"))
+        return unheld
 
     def _dependencies(
         self, verified: dict[Key, _Verified], skips: dict[Key, _Skip]

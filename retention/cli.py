@@ -1063,6 +1063,12 @@ def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunO
     )
     if plan.deletions:
         report = _apply_scheduled(policy, plan, now=now, stop=stop)
+        error = report.error.diagnostics() if report.error else None
+        if stop.is_set() and error is not None:
+            # Stopped on request, not broken: the entries not attempted make the run partial,
+            # and the next run plans them again.
+            warnings.append(f"{stop.reason}: stopped between deletions; the next run goes on")
+            error = None
         outcome = dataclasses.replace(
             outcome,
             deleted=report.count("deleted") + report.count("resumed"),
@@ -1070,7 +1076,8 @@ def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunO
             gone=report.count("gone"),
             failed=report.count("failed"),
             bytes_deleted=report.bytes_reclaimable,
-            error=report.error.diagnostics() if report.error else None,
+            warnings=tuple(warnings),
+            error=error,
         )
     if policy.gc is None or outcome.deleted == 0:
         return outcome
@@ -1155,7 +1162,7 @@ def _run_summary(record: RunRecord) -> str:
             text += f"; gc exit {o.gc_exit_code}{freed}"
     if record.missed_ticks:
         text += f"; skipped {len(record.missed_ticks)} tick(s) it overran"
-    if record.error:
+    if record.error and record.status != "skipped":  # a skipped --once run raises LockHeld
         text += f"\nerror: {record.error}"
     return text
 
@@ -1249,7 +1256,14 @@ def _add_apply(sub: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--journal",
         metavar="PATH",
-        help="journal file (default: $XDG_STATE_HOME/retention/journal/<host>-<plan sha>.jsonl)",
+        help="journal file (default: $XDG_STATE_HOME/retention/journal/"
+        "<host>_<port>-<plan sha256 prefix>.jsonl)",
+    )
+    parser.add_argument(
+        "--lock",
+        metavar="PATH",
+        help="the lock file shared with `retention schedule --lock PATH` (default: the policy's "
+        "lock under $XDG_STATE_HOME/retention/locks/)",
     )
     parser.add_argument(
         "--max-plan-age",
@@ -1340,8 +1354,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     verify_kept = args.verify_kept_tags if args.verify_kept_tags is not None else bool(args.plan)
     # The lock `retention schedule` takes: a scheduler and a manual apply never overlap. Shards
     # touch disjoint repositories: each has its own lock, so N workers on one host run at once.
-    lock = lock_path_for(policy.path, os.environ)
-    if shard is not None:
+    lock = Path(args.lock) if args.lock else lock_path_for(policy.path, os.environ)
+    if shard is not None and not args.lock:
         lock = lock.with_name(f"{lock.stem}-shard-{shard.index}-of-{shard.count}.lock")
     with acquire_lock(lock, purpose="apply"):
         return _run_apply(args, plan, plan_sha256, policy, preflight, verify_kept=verify_kept)

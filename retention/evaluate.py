@@ -2,7 +2,7 @@
 verdicts behind `retention explain`.
 
 No I/O and no clock (`now` is a parameter). DESIGN §2 is the contract; what it leaves open is
-recorded in docs/decisions/evaluate.md.
+recorded in docs/decisions.md (Evaluate and plan).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class TagVerdict:
 def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
     """Evaluate `policy` against `inventory` as of `now` (an aware datetime; naive means UTC)."""
     now = _aware(now)
-    ctx = _Context(policy, now)
+    ctx = _Context(policy, now, inventory)
     deletions: list[Entry] = []
     kept: list[Entry] = []
     owning: set[int] = set()
@@ -128,7 +128,7 @@ def explain(
             f"repository {repository!r} is not in the inventory of {inventory.registry}",
             hint="check the name with `retention inventory -p POLICY`",
         )
-    out = _evaluate_repository(repo, _Context(policy, _aware(now)), want_verdicts=True)
+    out = _evaluate_repository(repo, _Context(policy, _aware(now), inventory), want_verdicts=True)
     verdicts = out.verdicts
     if tag is not None:
         verdicts = [v for v in verdicts if v.tag == tag]
@@ -146,9 +146,12 @@ def explain(
 class _Context:
     """The policy with its regex results cached per name: a 100,000-tag registry repeats names."""
 
-    def __init__(self, policy: Policy, now: datetime) -> None:
+    def __init__(self, policy: Policy, now: datetime, inventory: Inventory) -> None:
         self.policy = policy
         self.now = now
+        self.complete = inventory.complete
+        self._inventory = inventory
+        self._holders: dict[str, list[str]] | None = None  # digest -> repositories
         self.oldest = policy.settings.unknown_age == "oldest"
         self._protect: dict[str, str | None] = {}
         self._tag_hits: list[dict[str, bool]] = [{} for _ in policy.rules]
@@ -166,6 +169,19 @@ class _Context:
                     break
             self._protect[tag] = found
             return found
+
+    def holder(self, digest: str, besides: str) -> str | None:
+        """The first repository other than `besides` whose manifests include `digest`, or None.
+
+        cosign can store signatures in another repository (COSIGN_REPOSITORY): a subject that is
+        not in the attachment's repository may well be alive in another one.
+        """
+        if self._holders is None:
+            self._holders = defaultdict(list)
+            for repo in sorted(self._inventory.repositories, key=lambda r: r.name):
+                for image in repo.images:
+                    self._holders[image.digest].append(repo.name)
+        return next((name for name in self._holders.get(digest, ()) if name != besides), None)
 
     def rules_for(self, repository: str) -> tuple[int, ...]:
         """Indexes of the rules whose match selects `repository`, in policy order."""
@@ -206,6 +222,7 @@ class _TagState:
         "rule",
         "state",
         "subject",
+        "subject_in",
     )
 
     def __init__(self, name: str, digest: str) -> None:
@@ -219,6 +236,7 @@ class _TagState:
         self.subject: str | None = None  # _FOLLOW: the digest it follows
         self.noun: str | None = None  # "signature", "attestation", "SBOM", "referrer"
         self.orphan_of: str | None = None  # an orphan attachment: its missing subject
+        self.subject_in: str | None = None  # not an orphan: the repository of its subject
 
 
 @dataclass(slots=True)
@@ -274,6 +292,21 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
             st.state = _FOLLOW
             continue
         if st.orphan_of is not None:
+            # Its subject is not in this repository. Alive in another one, or possibly outside
+            # a partial inventory: not an orphan, or not known to be one. Kept, owned by no rule.
+            st.subject_in = ctx.holder(st.orphan_of, repo.name)
+            if st.subject_in is not None:
+                st.reason = (
+                    f"{st.noun} of {_short(st.orphan_of)} in repository {st.subject_in}: kept "
+                    "while its subject exists"
+                )
+                continue
+            if not ctx.complete:
+                st.reason = (
+                    f"{st.noun} of {_short(st.orphan_of)}, which is not in the inventory: it "
+                    "covers only part of the registry, so the subject may exist elsewhere"
+                )
+                continue
             orphans += 1
         owner = ctx.owner(rules, tag.name)
         if owner is None:
@@ -445,7 +478,11 @@ def _graph(images: dict[str, Image]) -> tuple[dict[str, list[str]], dict[str, li
 def _classify_attachment(st: _TagState, image: Image, images: dict[str, Image]) -> None:
     """Mark `st` as following an existing subject, or as an orphan attachment, or neither."""
     cosign = oci.cosign_subject(st.name) if st.name.startswith("sha256-") else None
-    noun = _COSIGN_NOUNS[st.name[st.name.rindex(".") :]] if cosign is not None else None
+    noun = None
+    if cosign is not None:
+        # `sha256-<hex>` without a suffix is the OCI 1.1 referrers tag-schema fallback index
+        dot = st.name.rfind(".")
+        noun = _COSIGN_NOUNS[st.name[dot:]] if dot >= 0 else "referrers index"
     subject = image.subject
     if cosign is not None and cosign != image.digest and cosign in images:
         st.subject, st.noun = cosign, noun

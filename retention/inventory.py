@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Generic, TypeVar
 
@@ -32,6 +32,9 @@ from retention.oci import (
 from retention.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
+
+# Deeper nesting is refused: digests make a cycle impossible, but not a pathological depth.
+_MAX_INDEX_DEPTH = 8
 
 # (phase, done, total): how far the walk is; the CLI draws it on a TTY and ignores it otherwise
 Progress = Callable[[str, int, int], None]
@@ -106,7 +109,7 @@ class _Walker:
         self.pool = pool
         self.progress = progress
         # parsed once per digest, whichever thread asks first; the bytes are not kept
-        self.configs: _SingleFlight[ImageConfig] = _SingleFlight()
+        self.configs: _SingleFlight[ImageConfig | None] = _SingleFlight()
         self.children: _SingleFlight[Manifest | None] = _SingleFlight()
         # manifests already fetched by tag, per repository and digest: an index child that is
         # also tagged needs no request of its own (filled once the tags are resolved)
@@ -164,8 +167,19 @@ class _Walker:
         if cfg is None or cfg.media_type not in IMAGE_CONFIG_TYPES:
             return None
 
-        def load() -> ImageConfig:
-            raw = self._load(cfg.digest, lambda: self.client.get_blob(repository, cfg.digest))
+        def load() -> ImageConfig | None:
+            try:
+                raw = self._load(cfg.digest, lambda: self.client.get_blob(repository, cfg.digest))
+            except RegistryError as exc:
+                if exc.status != 404:
+                    raise
+                # A registry after a bad garbage collection: the image cannot be pulled, but its
+                # tags and digest are known. Its age is unknown (DESIGN §2), which keeps it.
+                self._warn(
+                    f"{repository}@{manifest.digest}: its config blob {cfg.digest} is missing "
+                    "from the registry (404), so its created date is unknown"
+                )
+                return None
             return parse_config(raw, cfg.digest)
 
         return self.configs.get(cfg.digest, load)
@@ -209,8 +223,15 @@ class _Walker:
             artifact_type=manifest.artifact_type,
         )
 
-    def _index(self, repository: str, manifest: Manifest) -> list[Image]:
+    def _index(self, repository: str, manifest: Manifest, depth: int = 0) -> list[Image]:
+        """The index, then its platform manifests, then (nested indexes) theirs, recursively."""
+        if depth > _MAX_INDEX_DEPTH:
+            raise InventoryError(
+                f"{repository}: index {manifest.digest} is nested more than "
+                f"{_MAX_INDEX_DEPTH} levels deep; retention does not plan such a repository"
+            )
         children: list[Image] = []
+        below: list[Image] = []  # platform manifests of nested indexes
         for desc in manifest.children:
             child = self.child(repository, desc.digest)
             if child is None:
@@ -220,18 +241,12 @@ class _Walker:
                 )
                 continue
             platform = str(desc.platform) if desc.platform else None
-            if child.is_index:  # nested indexes are rare; their own children are not walked
-                children.append(
-                    Image(
-                        digest=child.digest,
-                        media_type=child.media_type,
-                        kind=Kind.INDEX,
-                        manifest_size=child.size,
-                        size=child.size,
-                        created=parse_created(child.annotation(CREATED_ANNOTATION)),
-                        platform=platform,
-                    )
-                )
+            if child.is_index:
+                # Nested indexes are rare, but what they reference must be known: a kept one
+                # keeps its platform manifests, which another, deleted index may share.
+                nested, *grandchildren = self._index(repository, child, depth + 1)
+                children.append(replace(nested, platform=platform))
+                below.extend(grandchildren)
             else:
                 children.append(self._single(repository, child, tags=(), platform=platform))
         dated = [c.created for c in children if c.created is not None]
@@ -248,7 +263,7 @@ class _Walker:
             subject=manifest.subject.digest if manifest.subject else None,
             artifact_type=manifest.artifact_type,
         )
-        return [index, *children]
+        return [index, *children, *below]
 
 
 class _Missing(Exception):
@@ -320,7 +335,8 @@ def take_inventory(
         # the catalog hint fits a refusal only: on a connection error it would send the reader
         # after credentials when the registry is down or the URL is wrong
         hint = exc.hint
-        if isinstance(exc, AuthError):
+        if isinstance(exc, AuthError) and exc.status == 403:
+            # authenticated, but not allowed to list: the catalog needs its own scope
             hint = "check that the credentials may read the catalog (scope registry:catalog:*)"
         raise InventoryError(
             f"cannot list the registry's repositories: {_first_line(exc)}", hint=hint

@@ -199,7 +199,7 @@ def decode(line: bytes | str, where: str = "journal") -> Record:
         raise JournalError(f"{where}: not a JSON record ({exc})") from exc
     if not isinstance(doc, dict):
         raise JournalError(f"{where}: not a JSON object")
-    kind = doc.get("record")
+    kind = _field(doc, "record", str, where)
     at = _parse_time(_field(doc, "at", str, where), where)
     if kind == "run":
         version = _field(doc, "version", int, where)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from retention.errors import InventoryError
-from retention.oci import format_time, is_digest, parse_created
+from retention.oci import format_time, is_digest, is_repository, is_tag, parse_created
 
 
 class Kind(enum.StrEnum):
@@ -112,33 +112,15 @@ class Inventory:
 
     @classmethod
     def from_json(cls, doc: Any) -> Inventory:
-        """Parse a saved inventory; raises PlanError naming the first bad field."""
+        """Parse a saved inventory; raises InventoryError naming the first bad field.
+
+        Every field is type-checked here: the file is user input (`plan --from-inventory`), and a
+        wrong type must not surface later as a traceback from evaluate or the plan writer.
+        """
         try:
-            if doc["format_version"] != 1:
-                raise InventoryError(
-                    f"unsupported inventory format_version {doc['format_version']!r}"
-                )
-            taken_at = parse_created(doc["taken_at"])
-            if taken_at is None:
-                raise InventoryError(f"inventory taken_at {doc['taken_at']!r} is not a valid time")
-            repos = []
-            for r in doc["repositories"]:
-                tags = tuple(
-                    sorted((Tag(n, d) for n, d in r["tags"].items()), key=lambda t: t.name)
-                )
-                images = tuple(
-                    sorted((_image_from(i) for i in r["images"]), key=lambda i: i.digest)
-                )
-                repos.append(Repository(name=r["name"], tags=tags, images=images))
-            return cls(
-                registry=str(doc["registry"]),
-                taken_at=taken_at,
-                repositories=tuple(sorted(repos, key=lambda r: r.name)),
-                complete=bool(doc["complete"]),
-                warnings=tuple(str(w) for w in doc.get("warnings", [])),
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise InventoryError(f"inventory file is malformed: {exc!r}") from exc
+            return _inventory_from(doc)
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+            raise InventoryError(f"inventory file is malformed: {exc}") from exc
 
 
 def _image_json(i: Image) -> dict[str, Any]:
@@ -159,22 +141,116 @@ def _image_json(i: Image) -> dict[str, Any]:
     }
 
 
-def _image_from(d: dict[str, Any]) -> Image:
-    digest = d["digest"]
-    if not isinstance(digest, str) or not is_digest(digest):
-        raise ValueError(f"invalid digest {digest!r}")
+class _Bad(ValueError):
+    """A field of a saved inventory with the wrong type or value (internal)."""
+
+
+def _get(d: Any, key: str, path: str, kind: type | tuple[type, ...], *, default: Any = ...) -> Any:
+    if not isinstance(d, dict):
+        raise _Bad(f"{path}: expected an object")
+    if key not in d:
+        if default is not ...:
+            return default
+        raise _Bad(f"{path}.{key}: missing")
+    value = d[key]
+    if value is None and default is None:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _types(kind)):
+        raise _Bad(f"{path}.{key}: {type(value).__name__} where {_names(kind)} was expected")
+    return value
+
+
+def _types(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(t.__name__ for t in _types(kind))
+
+
+def _digest(value: Any, path: str) -> str:
+    if not isinstance(value, str) or not is_digest(value):
+        raise _Bad(f"{path}: invalid digest {value!r}")
+    return value
+
+
+def _opt_digest(d: Any, key: str, path: str) -> str | None:
+    value = _get(d, key, path, str, default=None)
+    return None if value is None else _digest(value, f"{path}.{key}")
+
+
+def _count(d: Any, key: str, path: str) -> int:
+    value: int = _get(d, key, path, int)
+    if value < 0:
+        raise _Bad(f"{path}.{key}: negative size {value}")
+    return value
+
+
+def _inventory_from(doc: Any) -> Inventory:
+    if _get(doc, "format_version", "$", int) != 1:
+        raise InventoryError(f"unsupported inventory format_version {doc['format_version']!r}")
+    taken_text = _get(doc, "taken_at", "$", str)
+    taken_at = parse_created(taken_text)
+    if taken_at is None:
+        raise InventoryError(f"inventory taken_at {taken_text!r} is not a valid time")
+    warnings = _get(doc, "warnings", "$", list, default=[])
+    repos = []
+    for ri, r in enumerate(_get(doc, "repositories", "$", list)):
+        where = f"$.repositories[{ri}]"
+        name = _get(r, "name", where, str)
+        if not is_repository(name):
+            raise _Bad(f"{where}.name: invalid repository name {name!r}")
+        tags = []
+        for tag, digest in _get(r, "tags", where, dict).items():
+            if not is_tag(tag):
+                raise _Bad(f"{where}.tags: invalid tag name {tag[:140]!r}")
+            tags.append(Tag(tag, _digest(digest, f"{where}.tags.{tag}")))
+        images = [
+            _image_from(i, f"{where}.images[{ii}]")
+            for ii, i in enumerate(_get(r, "images", where, list))
+        ]
+        repos.append(
+            Repository(
+                name=name,
+                tags=tuple(sorted(tags, key=lambda t: t.name)),
+                images=tuple(sorted(images, key=lambda i: i.digest)),
+            )
+        )
+    return Inventory(
+        registry=_get(doc, "registry", "$", str),
+        taken_at=taken_at,
+        repositories=tuple(sorted(repos, key=lambda r: r.name)),
+        complete=_get(doc, "complete", "$", bool),
+        warnings=tuple(str(w) for w in warnings),
+    )
+
+
+def _image_from(d: Any, path: str) -> Image:
+    created = _get(d, "created", path, str, default=None)
+    blobs = []
+    for bi, b in enumerate(_get(d, "blobs", path, list, default=[])):
+        if not isinstance(b, list) or len(b) != 2:
+            raise _Bad(f"{path}.blobs[{bi}]: expected [digest, size]")
+        size = b[1]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise _Bad(f"{path}.blobs[{bi}]: invalid size {size!r}")
+        blobs.append(Blob(_digest(b[0], f"{path}.blobs[{bi}]"), size))
+    children = tuple(
+        _digest(c, f"{path}.children[{ci}]")
+        for ci, c in enumerate(_get(d, "children", path, list, default=[]))
+    )
     return Image(
-        digest=digest,
-        media_type=str(d["media_type"]),
-        kind=Kind(d["kind"]),
-        manifest_size=int(d["manifest_size"]),
-        size=int(d["size"]),
-        created=parse_created(d["created"]) if d["created"] else None,
-        created_raw=d.get("created_raw"),
-        config_digest=d.get("config_digest"),
-        blobs=tuple(Blob(str(b[0]), int(b[1])) for b in d.get("blobs", [])),
-        children=tuple(str(c) for c in d.get("children", [])),
-        platform=d.get("platform"),
-        subject=d.get("subject"),
-        artifact_type=d.get("artifact_type"),
+        digest=_digest(_get(d, "digest", path, str), f"{path}.digest"),
+        media_type=_get(d, "media_type", path, str),
+        kind=Kind(_get(d, "kind", path, str)),
+        manifest_size=_count(d, "manifest_size", path),
+        size=_count(d, "size", path),
+        created=parse_created(created) if created else None,
+        created_raw=_get(d, "created_raw", path, str, default=None),
+        config_digest=_opt_digest(d, "config_digest", path),
+        blobs=tuple(blobs),
+        children=children,
+        platform=_get(d, "platform", path, str, default=None),
+        subject=_opt_digest(d, "subject", path),
+        artifact_type=_get(d, "artifact_type", path, str, default=None),
     )

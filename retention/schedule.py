@@ -603,8 +603,7 @@ def run_now(
                 start=started,
                 on_record=on_record,
             )
-    except LockHeld as exc:
-        log.warning("run skipped: %s", exc.message)
+    except LockHeld as exc:  # recorded, then raised: the caller reports it once
         on_record(
             RunRecord(
                 policy=policy,

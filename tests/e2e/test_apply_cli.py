@@ -96,6 +96,22 @@ def test_apply_waits_for_no_one_while_a_scheduler_holds_the_policy_lock(
     assert not manifest_exists(registry.url, old.repo, old.digest)
 
 
+def test_apply_honours_the_lock_a_scheduler_was_given(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plan_file, _, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    lock = tmp_path / "shared.lock"  # as in `retention schedule --lock PATH`
+    argv = ["apply", str(plan_file), "--yes", "--lock", str(lock), "--journal", str(tmp_path / "j")]
+    with acquire_lock(lock, purpose="schedule run"):
+        assert cli.main(argv) == 1
+    assert "schedule run" in capsys.readouterr().err
+    assert manifest_exists(registry.url, old.repo, old.digest)
+
+
 def test_a_rerun_reports_the_earlier_run_and_exits_0(
     registry: RegistryProcess,
     pusher: Pusher,

@@ -202,7 +202,7 @@ def test_a_plan_file_given_as_the_inventory_is_named_in_the_error(
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [
-        f"error: {plan_file}: inventory file is malformed: KeyError('taken_at')",
+        f"error: {plan_file}: inventory file is malformed: $.taken_at: missing",
         "hint: save one with `retention inventory -p POLICY --format json -o FILE`",
     ]
 

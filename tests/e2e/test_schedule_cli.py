@@ -39,6 +39,7 @@ def policy_text(
     storage_path: str | None = None,
     keep_last: int = 1,
     max_deletions: int = 50,
+    concurrency: int = 8,
 ) -> str:
     lines = ["version: 1", "registry:", f"  url: {url}"]
     if schedule is not None:
@@ -50,6 +51,7 @@ def policy_text(
     lines += [
         "settings:",
         f"  max_deletions: {max_deletions}",
+        f"  concurrency: {concurrency}",
         "rules:",
         "  - name: keep-newest",
         "    match:",
@@ -447,6 +449,37 @@ def test_sigterm_mid_run_finishes_the_run_writes_whole_files_and_exits_0(
     assert journal.read_bytes().endswith(b"\n")
     assert len(read_journal(journal).finished()) == 2
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temp files left
+
+
+def test_sigterm_with_deletions_left_stops_between_them_and_the_run_is_partial(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    held_delete: HeldDelete,
+    repo_prefix: str,
+    tmp_path: Path,
+    env: dict[str, str],
+) -> None:
+    repo = f"{repo_prefix}/app"
+    images = [pusher.push_image(repo, f"b{i}", created=OLD + timedelta(days=i)) for i in range(5)]
+    policy = write(tmp_path / "p.yaml", policy_text(held_delete.url, repo_prefix, concurrency=1))
+    history = tmp_path / "h.jsonl"
+    run = retention("schedule", "-p", policy, "--once", "--history", str(history), env=env)
+    try:
+        assert held_delete.seen.wait(120), "the run never reached a DELETE"
+        run.send_signal(signal.SIGTERM)  # one deletion in flight, three not started
+    finally:
+        held_delete.release.set()
+    _, err = run.communicate(timeout=120)
+
+    assert run.returncode == 3, err  # partial: stopped on request, not broken
+    (record,) = read_history(history)
+    assert record.status == "partial" and record.error is None
+    assert record.outcome is not None and record.outcome.deleted == 1
+    assert record.outcome.failed == 3
+    assert "SIGTERM: stopped between deletions; the next run goes on" in record.outcome.warnings
+    left = pusher.list_tags(repo)
+    assert len(left) == 4 and "b4" in left  # one deleted; the newest kept; the rest wait
+    assert pusher.resolve(repo, "b4") == images[4].digest
 
 
 def test_sigterm_while_waiting_for_the_next_tick_exits_0_without_running(

@@ -87,5 +87,7 @@ def test_verbose_plan_with_basic_auth_never_prints_the_password(
     done = _run(args, tmp_path, REGISTRY_USER=user, REGISTRY_PASSWORD=wrong)
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "error: " in done.stderr
+    assert "the registry rejected the credentials from policy" in done.stderr
+    assert "hint: check the username and password" in done.stderr  # not the catalog scope
     for secret in [*secrets, wrong, base64.b64encode(f"{user}:{wrong}".encode()).decode()]:
         assert secret not in done.stdout + done.stderr

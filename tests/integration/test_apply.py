@@ -1,5 +1,5 @@
 """Apply against the real registry: exactly the plan, nothing else (DESIGN §6 invariants 1-4),
-with the request budget of docs/decisions/apply.md checked in the registry's own access log."""
+with the request budget of docs/decisions.md (Apply) checked in the registry's own access log."""
 
 from __future__ import annotations
 

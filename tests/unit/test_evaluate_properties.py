@@ -99,7 +99,9 @@ def inventories(draw: st.DrawFn) -> Inventory:
                 tag = draw(st.sampled_from(PLAIN_TAGS))
             elif which < 9:  # a cosign tag, mostly of a member, sometimes of an absent image
                 subject = draw(st.sampled_from([*members, *members, "gone"]))
-                tag = sig(subject, draw(st.sampled_from(["sig", "att", "sbom"])))
+                suffix = draw(st.sampled_from(["sig", "att", "sbom", ""]))
+                # "": the OCI 1.1 referrers tag-schema fallback `sha256-<hex>`, no suffix
+                tag = sig(subject, suffix) if suffix else sig(subject).removesuffix(".sig")
             else:
                 tag = sig(draw(st.sampled_from(POOL)))
             # now and then a tag whose manifest is missing from the inventory

@@ -80,6 +80,8 @@ def test_records_round_trip(record: RunRecord | IntentRecord | OutcomeRecord) ->
         (b"{not json", "not a JSON record"),
         (b"[]", "not a JSON object"),
         (b'{"record": "nope", "at": "2026-11-27T12:00:00Z"}', "unknown record type 'nope'"),
+        (b'{"record": [], "at": "2026-11-27T12:00:00Z"}', "field 'record' is missing or not"),
+        (b'{"at": "2026-11-27T12:00:00Z"}', "field 'record' is missing or not"),
         (b'{"record": "done", "at": "2026-11-27T12:00:00Z", "repository": "a"}', "'digest'"),
         (
             b'{"record": "done", "at": "yesterday", "repository": "a", "digest": "d"}',
@@ -90,7 +92,16 @@ def test_records_round_trip(record: RunRecord | IntentRecord | OutcomeRecord) ->
             "journal version 9 is not supported",
         ),
     ],
-    ids=["junk", "array", "unknown-type", "missing-field", "bad-time", "future-version"],
+    ids=[
+        "junk",
+        "array",
+        "unknown-type",
+        "record-type-not-a-string",
+        "no-record-type",
+        "missing-field",
+        "bad-time",
+        "future-version",
+    ],
 )
 def test_bad_lines_are_reported(line: bytes, message: str) -> None:
     with pytest.raises(JournalError, match=message):
