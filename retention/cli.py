@@ -280,11 +280,13 @@ _COMMANDS.append(_add_validate)
 # plan, inventory, explain: inventory the registry and evaluate the policy
 
 
-def _load_policy(path: str) -> Policy:
-    """Load a policy for a command that contacts the registry: unset ${VAR}s are errors."""
+def _load_policy(path: str, args: argparse.Namespace) -> Policy:
+    """Load a policy for a command that contacts the registry: unset ${VAR}s are errors; its
+    warnings go to stderr unless --quiet."""
     policy, warnings = load_policy(path, env=os.environ, require_env=True)
-    for w in warnings:
-        print(w.render(), file=sys.stderr)
+    if not args.quiet:
+        for w in warnings:
+            print(w.render(), file=sys.stderr)
     return policy
 
 
@@ -526,7 +528,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.repository:
         _repository_pattern(args.repository)  # a bad pattern is an error before anything else
     shard = _shard(args)
-    policy = _load_policy(args.policy)
+    policy = _load_policy(args.policy, args)
     if args.from_inventory:
         inventory = _narrow(_read_inventory(args.from_inventory), args.repository, shard)
         # the walk logged these when it ran; a saved inventory would otherwise hide them
@@ -638,7 +640,7 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
     if args.repository:
         _repository_pattern(args.repository)
     shard = _shard(args)
-    policy = _load_policy(args.policy)
+    policy = _load_policy(args.policy, args)
     inventory = _take(
         policy,
         now=datetime.now(UTC),
@@ -679,7 +681,7 @@ def _add_explain(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     now = _now(args.as_of)
-    policy = _load_policy(args.policy)
+    policy = _load_policy(args.policy, args)
     repository, tag = _explain_target(args.target, policy.registry.url)
     if args.from_inventory:
         inventory = _read_inventory(args.from_inventory)
@@ -967,7 +969,7 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         write_output(None, "".join(f"{t.isoformat()}\n" for t in times))
         return ExitCode.OK
 
-    policy = _load_policy(args.policy)
+    policy = _load_policy(args.policy, args)
     schedule = None if args.once else _schedule_of(policy)
     lock = Path(args.lock) if args.lock else lock_path_for(args.policy, os.environ)
     history = Path(args.history) if args.history else default_history_path(os.environ)
@@ -1210,15 +1212,6 @@ def _confirm(question: str, *, yes: bool, what: str) -> bool:
     return answer == "yes"
 
 
-def _load_policy_quietly(path: str, args: argparse.Namespace) -> Policy:
-    """`_load_policy`, with its warnings silenced by --quiet."""
-    policy, diagnostics = load_policy(path, env=os.environ, require_env=True)
-    if not args.quiet:
-        for d in diagnostics:
-            print(d.render(), file=sys.stderr)
-    return policy
-
-
 def _short_ref(repository: str, digest: str) -> str:
     return f"{repository}@{digest[:19]}"
 
@@ -1307,7 +1300,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                 hint="to review first: retention plan -p POLICY -o plan.json, then retention "
                 "apply plan.json",
             )
-        policy = _load_policy_quietly(args.policy, args)
+        policy = _load_policy(args.policy, args)
         plan, _inventory = _make_plan(
             policy, now=now, repository=None, progress=_progress(args), shard=shard
         )
@@ -1327,7 +1320,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
                 f"the plan names policy {policy_path}, which is not a file here",
                 hint="pass -p POLICY: apply takes credentials and settings from it",
             )
-        policy = _load_policy_quietly(policy_path, args)
+        policy = _load_policy(policy_path, args)
         if policy.sha256 != plan.policy_sha256:
             log.warning(
                 "policy %s changed since the plan was made (sha256 %s, the plan says %s): "
@@ -1489,7 +1482,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     policy_path = args.policy or state.policy_path
     config = RegistryConfig(url=registry)
     if policy_path is not None and (args.policy or Path(policy_path).is_file()):
-        policy = _load_policy_quietly(policy_path, args)
+        policy = _load_policy(policy_path, args)
         if redact_url(policy.registry.url) != redact_url(registry):
             raise RetentionError(
                 f"policy {policy_path} is for {redact_url(policy.registry.url)}, but the journal "
@@ -1576,7 +1569,7 @@ def _add_doctor(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
 
-    policy = _load_policy_quietly(args.policy, args)
+    policy = _load_policy(args.policy, args)
     # A diagnosis should answer quickly: two attempts, not the long patience of a deletion run.
     quick = RetryPolicy(attempts=2, base=0.2, cap=1.0, budget=5.0)
     with RegistryClient(policy.registry, env=os.environ, retry=quick) as client:
