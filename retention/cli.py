@@ -323,7 +323,7 @@ def _repository_pattern(text: str) -> Pattern:
 
 def _cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "retention" / "blobs"
+    return Path(base) / "retention" / "digests"
 
 
 class _TtyProgress:
@@ -405,9 +405,12 @@ def _take(
         return select_pattern is None or select_pattern.matches(name)
 
     cache = DigestCache(_cache_dir()) if use_cache else None
-    with RegistryClient(
-        policy.registry, concurrency=policy.settings.concurrency, env=os.environ
-    ) as client:
+    with (
+        cache or contextlib.nullcontext(),
+        RegistryClient(
+            policy.registry, concurrency=policy.settings.concurrency, env=os.environ
+        ) as client,
+    ):
         return take_inventory(
             client,
             now=now,

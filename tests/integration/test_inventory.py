@@ -105,14 +105,15 @@ def test_second_walk_takes_configs_and_children_from_the_cache(
     repo = f"{repo_prefix}/cached"
     push_image(repo, "one")
     push_image(repo, "two", kind="oci-index")
-    cache = DigestCache(tmp_path / "cache")
-
+    # two runs: the second reads the pack the first published when it closed the cache
     mark = registry.log_mark()
-    first = _walk(registry, repo_prefix, cache)
+    with DigestCache(tmp_path / "cache") as cache:
+        first = _walk(registry, repo_prefix, cache)
     cold = [e for e in registry.wait_for_requests(mark, 1) if repo in e.path]
 
     mark = registry.log_mark()
-    second = _walk(registry, repo_prefix, cache)
+    with DigestCache(tmp_path / "cache") as cache:
+        second = _walk(registry, repo_prefix, cache)
     warm = [e for e in registry.wait_for_requests(mark, 1) if repo in e.path]
 
     assert first.to_json()["repositories"] == second.to_json()["repositories"]
