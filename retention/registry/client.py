@@ -292,6 +292,8 @@ class RegistryClient:
     ) -> None:
         self.url = normalise_url(config.url)
         self._env: Mapping[str, str] = os.environ if env is None else env
+        # per (scheme, host): read once, not parsed from the environment on every request
+        self._proxy_cache: dict[tuple[str, str], dict[str, str]] = {}
         self._timeout = timeout
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -1005,7 +1007,7 @@ class RegistryClient:
                 data=body,
                 timeout=self._timeout,
                 allow_redirects=False,
-                proxies=_proxies_for(current, self._env),
+                proxies=self._proxies(current),
                 stream=True,
             )
             try:
@@ -1071,7 +1073,17 @@ class RegistryClient:
             raise _Truncated(f"body ended after {len(data)} of {length} bytes")
         return data
 
+    def _proxies(self, url: str) -> dict[str, str]:
+        parts = urlsplit(url)
+        key = (parts.scheme, (parts.hostname or "").lower())
+        proxies = self._proxy_cache.get(key)
+        if proxies is None:
+            proxies = self._proxy_cache[key] = _proxies_for(url, self._env)
+        return dict(proxies)  # a copy: requests may add to the mapping it is given
+
     def _log(self, method: str, url: str, status: int, started: float) -> None:
+        if not logger.isEnabledFor(logging.DEBUG):
+            return  # redacting the URL for a line nobody reads is most of this call's cost
         # path only: never a query string (it may hold a signature) nor any header
         elapsed = (time.monotonic() - started) * 1000
         logger.debug("%s %s %d %.0fms", method, self._redact(url), status, elapsed)
