@@ -8,18 +8,28 @@ with the cache it filled (warm). Every request is counted from the registry's ac
 time is measured around each subprocess and peak RSS read from its own rusage (wait4). Finally
 a plan that deletes a known subset is applied and its requests counted.
 
+With `--peer PATH/registry.py` (registry-cli, github.com/andrey-pohilko/registry-cli, supplied
+by the user and never part of this repository) every round (or every K-th, `--peer-repeat K`)
+also runs that widely used cleanup script in its closest mode to `retention plan`: a dry run of
+"keep the newest N tags of every repository" (`peer_command`). It is measured like the others,
+and the run fails if the access log shows it wrote anything (a DELETE) or did not list every
+repository.
+
 Usage (from the repository root, in the project's virtualenv):
     python benchmarks/bench_plan.py [--repositories 200] [--repeat 3] [--json results.json]
+        [--peer /path/to/registry.py --peer-python /path/to/venv/bin/python [--peer-repeat K]]
 Loopback only; the registry and every child process stop when it ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -160,6 +170,90 @@ def measure(
     )
 
 
+# -- the peer: registry-cli's registry.py ---------------------------------------------------------
+
+# Its closest equivalent of the policy: keep the newest N tags of every repository by image
+# creation date (`--order-by-date`; by name, its default, would be meaningless for main-<sha>
+# tags), N the policy's largest `keep: last` (main-.*: 10); protect what the policy protects.
+# The peer uses re.search, so the patterns are anchored to match exactly what the policy's
+# (full-match) protect patterns match.
+PEER_KEEP_LAST = 10
+PEER_KEEP_TAGS_LIKE = ("^latest$", r"^v\d+\.\d+\.\d+$")
+_READS = frozenset({"GET", "HEAD"})
+
+
+class PeerWroteError(RuntimeError):
+    """The peer changed the registry (or did not walk it): its figures mean nothing."""
+
+
+def peer_command(args: argparse.Namespace, url: str, repositories: list[str]) -> list[str]:
+    """The peer's command line: a dry run of "delete all but the newest N tags by date".
+
+    `-i` names every repository: registry-cli lists them with `GET /v2/_catalog?n=10000`, which
+    distribution 2.8 answers 400 (n above its catalog.maxentries, 1000), and then does nothing
+    and exits 0. Naming them keeps the registry's configuration the same for every client.
+    `--digest-method HEAD` is its default, for a standard registry (GET is for Nexus).
+    """
+    return [
+        str(args.peer_python),
+        str(args.peer),
+        "-r",
+        url,
+        "-i",
+        *repositories,
+        "--delete",
+        "--dry-run",
+        "--num",
+        str(PEER_KEEP_LAST),
+        "--order-by-date",
+        "--digest-method",
+        "HEAD",
+        "--keep-tags-like",
+        *PEER_KEEP_TAGS_LIKE,
+    ]
+
+
+def peer_env(base: dict[str, str]) -> dict[str, str]:
+    """The peer's environment: without proxy variables (the peer's `requests` would honour them
+    and send the loopback traffic elsewhere; the other clients ignore them)."""
+    return {k: v for k, v in base.items() if not k.lower().endswith("_proxy")}
+
+
+def check_peer(run: Run, repositories: int) -> None:
+    """Fail loudly unless the peer only read, and read every repository's tag list."""
+    writes = {k: n for k, n in run.requests.items() if k.split()[0] not in _READS}
+    if writes:
+        raise PeerWroteError(
+            f"the peer wrote to the registry, it must delete nothing: {writes} "
+            f"(all requests {run.requests}); its output ends:\n{run.stdout[-2000:]}"
+        )
+    listed = run.requests.get("GET tags_list", 0)
+    if listed != repositories:
+        raise PeerWroteError(
+            f"the peer listed the tags of {listed} of {repositories} repositories: it did not "
+            f"walk the registry (requests {run.requests}); its output ends:\n{run.stdout[-2000:]}"
+        )
+
+
+def run_peer(
+    args: argparse.Namespace,
+    registry: RegistryProcess,
+    repositories: list[str],
+    env: dict[str, str] | None = None,
+) -> Run:
+    """Measure one peer run and check it (`check_peer`)."""
+    base = dict(os.environ) if env is None else env
+    run = measure(
+        "peer", peer_command(args, registry.url, repositories), registry, env=peer_env(base)
+    )
+    check_peer(run, len(repositories))
+    return run
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def write_policy(path: Path, url: str, rules: str) -> None:
     path.write_text(
         "version: 1\n"
@@ -245,6 +339,15 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
         "concurrency": CONCURRENCY,
     }
+    if args.peer is not None:
+        report["peer"] = {
+            "script": str(args.peer),
+            "script_sha256": file_sha256(args.peer),
+            "python": str(args.peer_python),
+            "every_kth_round": args.peer_repeat,
+            "command": "registry.py "
+            + shlex.join(peer_command(args, "URL", ["REPOSITORY..."])[2:]),
+        }
     registry = RegistryProcess(root=work / "registry")
     try:
         started = time.perf_counter()
@@ -266,6 +369,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         policy = work / "policy.yaml"
         write_policy(policy, registry.url, PLAN_RULES)
         runs: dict[str, list[Run]] = {"minimal": [], "cold": [], "warm": []}
+        rounds: dict[str, list[int]] = {"minimal": [], "cold": [], "warm": []}
+        if args.peer is not None:
+            runs["peer"] = []
+            rounds["peer"] = []
+        repositories = [repo.name for repo in seeded.repos]
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("RETENTION_")}
         base_env["XDG_STATE_HOME"] = str(work / "state")  # journals and locks stay in `work`
         plan_args = ["plan", "-p", str(policy), "--as-of", scenario.NOW.isoformat()]
@@ -277,6 +385,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     registry,
                 )
             )
+            rounds["minimal"].append(round_)
+            if args.peer is not None and round_ % args.peer_repeat == 0:
+                runs["peer"].append(run_peer(args, registry, repositories, base_env))
+                rounds["peer"].append(round_)
             cache = work / f"cache-{round_}"
             env = {**base_env, "XDG_CACHE_HOME": str(cache)}
             for phase in ("cold", "warm"):
@@ -289,12 +401,14 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                         env=env,
                     )
                 )
+                rounds[phase].append(round_)
             shutil.rmtree(cache, ignore_errors=True)
             print(
                 f"round {round_ + 1}: "
                 + ", ".join(
                     f"{k} {v[-1].seconds:.2f}s {v[-1].total} req {v[-1].max_rss_mb:.0f} MB"
                     for k, v in runs.items()
+                    if rounds[k] and rounds[k][-1] == round_
                 ),
                 file=sys.stderr,
             )
@@ -303,6 +417,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         report["runs"] = {
             name: [
                 {
+                    "round": n + 1,
                     "seconds": round(r.seconds, 3),
                     "cpu_seconds": round(r.cpu_seconds, 2),
                     "max_rss_mb": round(r.max_rss_mb, 1),
@@ -310,7 +425,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     "total": r.total,
                     "statuses": r.statuses,
                 }
-                for r in rs
+                for n, r in zip(rounds[name], rs, strict=True)
             ]
             for name, rs in runs.items()
         }
@@ -365,7 +480,38 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
         "warm_no_fetches": warm_fetches == 0,
         "rss": out["peak_rss_mb"] <= TARGET_RSS_MB,
     }
+    if runs.get("peer"):
+        out["peer"] = peer_ratios(report)
     return out
+
+
+def peer_ratios(report: dict[str, Any]) -> dict[str, Any]:
+    """The peer against the runs of the same rounds (it may run in only some of them)."""
+    runs = report["runs"]
+    peer = runs["peer"]
+    same_round = {name: {r["round"]: r for r in runs[name]} for name in ("minimal", "cold")}
+    cold = [same_round["cold"][p["round"]] for p in peer]
+    minimal = [same_round["minimal"][p["round"]] for p in peer]
+
+    def med(rs: list[dict[str, Any]], key: str) -> float:
+        return median([r[key] for r in rs])
+
+    requests = med(peer, "total")
+    return {
+        "rounds": [p["round"] for p in peer],
+        "time_over_cold": round(med(peer, "seconds") / med(cold, "seconds"), 3),
+        "time_over_cold_by_round": [
+            round(p["seconds"] / c["seconds"], 3) for p, c in zip(peer, cold, strict=True)
+        ],
+        "time_over_minimal": round(med(peer, "seconds") / med(minimal, "seconds"), 3),
+        "cpu_over_cold": round(med(peer, "cpu_seconds") / med(cold, "cpu_seconds"), 3),
+        "requests_over_minimum": round(requests / report["minimum"]["total"], 4),
+        "requests_over_cold": round(requests / med(cold, "total"), 4),
+        "requests_per_tag": round(requests / report["scenario"]["tags"], 3),
+        "writes": sum(
+            n for p in peer for k, n in p["requests"].items() if k.split()[0] not in _READS
+        ),
+    }
 
 
 def bench_apply(
@@ -499,6 +645,20 @@ def render(report: dict[str, Any]) -> str:
         f"peak RSS = {r['peak_rss_mb']:.1f} MB (target <= {TARGET_RSS_MB:.0f}) "
         f"{'met' if r['met']['rss'] else 'NOT MET'}"
     )
+    if "peer" in r:
+        pr = r["peer"]
+        lines.append("")
+        lines.append(f"peer: {report['peer']['command']}")
+        lines.append(
+            f"  in rounds {pr['rounds']}: peer time / cold plan = {pr['time_over_cold']:.3f} "
+            f"(by round {pr['time_over_cold_by_round']}), peer time / minimal client = "
+            f"{pr['time_over_minimal']:.3f}, client CPU peer / cold = {pr['cpu_over_cold']:.3f}"
+        )
+        lines.append(
+            f"  peer requests / minimum = {pr['requests_over_minimum']:.4f} "
+            f"({pr['requests_per_tag']:.3f} per tag; / cold plan = {pr['requests_over_cold']:.4f})"
+            f"; writes (DELETE) = {pr['writes']}"
+        )
     for a in report.get("apply", []):
         p = a["plan"]
         lines.append("")
@@ -530,7 +690,41 @@ def main(argv: list[str] | None = None) -> int:
         default=[sys.executable],
         help="interpreter (and options) for the clients, e.g. py-spy record -o x.svg -- python",
     )
+    parser.add_argument(
+        "--peer",
+        type=Path,
+        metavar="PATH",
+        help="also run registry-cli's registry.py (github.com/andrey-pohilko/registry-cli; "
+        "not part of this repository) in every round, as a dry run",
+    )
+    parser.add_argument(
+        "--peer-python",
+        type=Path,
+        default=Path(sys.executable),
+        metavar="PATH",
+        help="interpreter that has the peer's dependencies (requests, python-dateutil, "
+        "www-authenticate); default: this one",
+    )
+    parser.add_argument(
+        "--peer-repeat",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run the peer only in every K-th round (1, 1+K, 1+2K, ...), still interleaved; "
+        "default 1: every round",
+    )
     args = parser.parse_args(argv)
+    if args.peer is not None and not args.peer.is_file():
+        parser.error(f"--peer {args.peer}: no such file")
+    if args.peer_repeat < 1:
+        parser.error("--peer-repeat must be at least 1")
+    if args.peer is not None:
+        # fail now, not after seeding 10,000 tags, when its interpreter lacks its dependencies
+        check = subprocess.run(
+            [str(args.peer_python), str(args.peer), "--help"], capture_output=True, text=True
+        )
+        if check.returncode != 0:
+            parser.error(f"--peer {args.peer} does not start:\n{check.stderr[-2000:]}")
     report = run_benchmark(args)
     text = render(report)
     sys.stdout.write(text)
