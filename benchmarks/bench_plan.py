@@ -602,7 +602,7 @@ def render(report: dict[str, Any]) -> str:
     )
     lines.append("")
     lines.append(
-        f"{'run':<8} {'wall s (median)':>26} {'client CPU s':>13} {'requests':>9} "
+        f"{'run':<8} {'wall s (median)':<34} {'client CPU s':>13} {'requests':>9} "
         f"{'peak RSS MB':>12}"
     )
     for name, runs in report["runs"].items():
@@ -611,7 +611,7 @@ def render(report: dict[str, Any]) -> str:
         rss = max(r["max_rss_mb"] for r in runs)
         cpu = median([r["cpu_seconds"] for r in runs])
         lines.append(
-            f"{name:<8} {median(secs):>8.2f}{spread(secs):<18} {cpu:>13.1f} "
+            f"{name:<8} {median(secs):>8.2f}{spread(secs):<26} {cpu:>13.1f} "
             f"{'/'.join(map(str, totals)):>9} {rss:>12.1f}"
         )
     lines.append("")
