@@ -69,3 +69,26 @@ def test_none_is_a_value_too() -> None:
     assert flight.get("k", fetch) is None
     assert flight.get("k", fetch) is None
     assert calls == 1
+
+
+def test_callers_waiting_on_a_failing_call_get_its_failure() -> None:
+    flight: _SingleFlight[str] = _SingleFlight()
+    started = threading.Event()
+    release = threading.Event()
+    calls: list[str] = []
+
+    def fetch() -> str:
+        calls.append("config")
+        started.set()
+        release.wait(10)
+        raise LookupError("gone")
+
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(flight.get, "k", fetch)
+        assert started.wait(10)
+        waiting = [pool.submit(flight.get, "k", fetch) for _ in range(3)]
+        release.set()
+        for future in [first, *waiting]:
+            with pytest.raises(LookupError, match="gone"):
+                future.result(10)
+    assert calls == ["config"]
