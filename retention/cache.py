@@ -6,7 +6,9 @@ digest cost a create, a write and a rename per entry, most of a cold walk's extr
 index every published pack on first use and verify each entry's digest when they read it, so a
 crashed or concurrent run (even on a shared network volume: no locks, only renames) never leaves
 a half-written pack in view, and a damaged entry is fetched again. When more than `MAX_PACKS`
-packs have piled up, the next run merges them into one. No HTTP here.
+packs have piled up, the run closing the cache merges them into one, leaving out what it did not
+use and no recent pack holds (images deleted since), so the cache does not grow without bound.
+No HTTP here.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MAGIC = b"retention-pack 1\n"
 MAX_PACKS = 16
+# a merge drops what the merging run did not use and no pack younger than this holds
+KEEP_UNUSED_SECONDS = 7 * 24 * 3600
 # a run's unpublished pack: older than this, its run is long dead (crash, SIGKILL)
 STALE_SECONDS = 24 * 3600
 _MAX_HEADER = 200  # "sha512:<128 hex> <length>\n" fits with room to spare
@@ -85,6 +89,7 @@ class DigestCache:
         self._index: _Index | None = None
         self._files: list[BinaryIO] = []  # published packs, open for reading
         self._writer: _PackWriter | None = None
+        self._used: set[str] = set()  # digests this run read or stored: a merge keeps them
 
     def __enter__(self) -> DigestCache:
         return self
@@ -115,6 +120,7 @@ class DigestCache:
             log.warning("cache entry %s is corrupt; fetching it again", digest)
             index.pop(digest, None)
             return None
+        self._used.add(digest)
         return data
 
     def put(self, digest: str, data: bytes) -> None:
@@ -123,6 +129,7 @@ class DigestCache:
             raise CacheError(f"refusing to cache bytes under the wrong digest {digest}")
         index = self._loaded()
         with self._lock:
+            self._used.add(digest)
             if digest in index:
                 return
             try:
@@ -135,21 +142,26 @@ class DigestCache:
                 ) from exc
 
     def close(self) -> None:
-        """Publish what this run stored and release every pack."""
+        """Publish what this run stored, merge the packs if they have piled up, release them."""
         with self._lock:
             writer, self._writer = self._writer, None
+            sources = [(Path(fh.name), fh.fileno()) for fh in self._files]
             if writer is not None:
                 try:
-                    writer.publish()
+                    sources.append((writer.publish(), writer.fd))
                 except OSError as exc:
                     # the plan is made; only the next run's head start is lost
                     log.warning("could not save the digest cache at %s: %s", self.root, exc)
                     writer.path.unlink(missing_ok=True)
+            if len(sources) > MAX_PACKS and self._index is not None:
+                self._merge(self._index, sources)
+            if writer is not None:
                 os.close(writer.fd)
             for fh in self._files:
                 fh.close()
             self._files = []
             self._index = None
+            self._used = set()
 
     def _loaded(self) -> _Index:
         index = self._index
@@ -168,7 +180,9 @@ class DigestCache:
             log.warning("cannot read the digest cache at %s: %s", self.root, exc)
             return {}
         index: _Index = {}
-        for path in paths:
+        # newest first (names start with the publishing time): an entry in several packs is
+        # read from the newest, whose age decides whether a merge may drop it
+        for path in reversed(paths):
             try:
                 fh = path.open("rb")
             except OSError as exc:  # merged away by a concurrent run, or unreadable
@@ -177,39 +191,33 @@ class DigestCache:
             self._files.append(fh)
             for digest, where in _scan(fh, path):
                 index.setdefault(digest, where)
-        if len(self._files) > MAX_PACKS:
-            index = self._merge(index)
         return index
 
-    def _merge(self, index: _Index) -> _Index:
-        """One pack holding every readable entry of `index`, replacing the packs it came from."""
-        old = [(Path(fh.name), fh) for fh in self._files]
+    def _merge(self, index: _Index, sources: list[tuple[Path, int]]) -> None:
+        """Replace `sources` by one pack of their readable entries that this run used or that
+        are younger than `KEEP_UNUSED_SECONDS`: images deleted long ago leave the cache."""
+        cutoff = time.time() - KEEP_UNUSED_SECONDS
         try:
+            recent = {fd for _, fd in sources if os.fstat(fd).st_mtime >= cutoff}
             writer = _PackWriter(self.root)
         except OSError as exc:
             log.warning("cannot merge the digest cache's packs at %s: %s", self.root, exc)
-            return index
-        merged: _Index = {}
+            return
         try:
             for digest, (fd, offset, length) in index.items():
+                if fd not in recent and digest not in self._used:
+                    continue
                 data = os.pread(fd, length, offset)
                 if digest_of(data, _algorithm(digest)) == digest:  # damaged entries end here
-                    merged[digest] = writer.add(digest, data)
-            final = writer.publish()
+                    writer.add(digest, data)
+            writer.publish()
         except OSError as exc:
             log.warning("cannot merge the digest cache's packs at %s: %s", self.root, exc)
             writer.discard()
-            return index
+            return
         os.close(writer.fd)
-        fh = final.open("rb")
-        reopened = {
-            digest: (fh.fileno(), offset, length) for digest, (_, offset, length) in merged.items()
-        }
-        for path, old_fh in old:
-            old_fh.close()
+        for path, _ in sources:
             path.unlink(missing_ok=True)  # a concurrent run may have merged it already
-        self._files = [fh]
-        return reopened
 
 
 def _algorithm(digest: str) -> str:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retention.cache import MAX_PACKS, STALE_SECONDS, DigestCache
+from retention.cache import KEEP_UNUSED_SECONDS, MAX_PACKS, STALE_SECONDS, DigestCache
 from retention.errors import CacheError
 
 
@@ -148,27 +148,59 @@ def test_unwritable_root_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_packs_are_merged_when_they_pile_up(tmp_path: Path) -> None:
-    for n in range(MAX_PACKS + 1):
+    for n in range(MAX_PACKS):
         fill(tmp_path, range(n, n + 2))  # overlapping: every entry but the ends is in two packs
-    assert len(packs(tmp_path)) == MAX_PACKS + 1
-    with DigestCache(tmp_path) as cache:
-        assert all(cache.get(d) == data for d, data in map(entry, range(MAX_PACKS + 2)))
+    assert len(packs(tmp_path)) == MAX_PACKS
+    fill(tmp_path, range(MAX_PACKS, MAX_PACKS + 2))  # one pack too many: this run merges
     (merged,) = packs(tmp_path)
     assert merged.read_bytes().count(b"sha256:") == MAX_PACKS + 2  # each entry once
     with DigestCache(tmp_path) as cache:
         assert all(cache.get(d) == data for d, data in map(entry, range(MAX_PACKS + 2)))
 
 
+def age(path: Path, days: float) -> None:
+    then = time.time() - days * 86400
+    os.utime(path, (then, then))
+
+
+def test_a_merge_drops_old_entries_this_run_did_not_use(tmp_path: Path) -> None:
+    for n in range(MAX_PACKS):
+        fill(tmp_path, range(n, n + 1))
+    old = packs(tmp_path)
+    for path in old[:-2]:
+        age(path, KEEP_UNUSED_SECONDS / 86400 + 1)  # entries 0..13: older than the window
+    with DigestCache(tmp_path) as cache:
+        assert cache.get(entry(0)[0]) == entry(0)[1]  # old, but used by this run: kept
+        cache.put(*entry(100))  # stored by this run: kept
+    (merged,) = packs(tmp_path)
+    with DigestCache(tmp_path) as cache:
+        kept = {n for n in [*range(MAX_PACKS), 100] if cache.get(entry(n)[0]) is not None}
+    # used (0), stored (100), and the two recent packs' entries (14, 15); 1..13 are gone
+    assert kept == {0, 14, 15, 100}
+    assert merged.read_bytes().count(b"sha256:") == 4
+
+
 def test_a_merge_drops_damaged_entries(tmp_path: Path) -> None:
-    for n in range(MAX_PACKS + 1):
+    for n in range(MAX_PACKS):
         fill(tmp_path, range(n, n + 1))
     first = packs(tmp_path)[0]
     first.write_bytes(first.read_bytes().replace(b"2026", b"1999"))
     with DigestCache(tmp_path) as cache:
         assert cache.get(entry(0)[0]) is None
-        assert cache.get(entry(1)[0]) == entry(1)[1]
+        cache.put(*entry(100))
     (merged,) = packs(tmp_path)
     assert b"1999" not in merged.read_bytes()
+    with DigestCache(tmp_path) as cache:
+        assert cache.get(entry(1)[0]) == entry(1)[1]
+        assert cache.get(entry(0)[0]) is None
+
+
+def test_a_run_that_stores_nothing_does_not_merge(tmp_path: Path) -> None:
+    for n in range(MAX_PACKS):
+        fill(tmp_path, range(n, n + 1))
+    with DigestCache(tmp_path) as cache:
+        assert cache.get(entry(3)[0]) == entry(3)[1]
+    assert len(packs(tmp_path)) == MAX_PACKS  # 16 packs are not too many; nothing rewritten
 
 
 def test_stale_unpublished_packs_are_removed_fresh_ones_kept(tmp_path: Path) -> None:
@@ -219,4 +251,4 @@ def test_every_entry_any_run_stored_is_served(runs: list[list[int]]) -> None:
                 for n in numbers:
                     cache.put(*entry(n))
             stored.update(numbers)
-        assert len(packs(root)) <= MAX_PACKS + 1
+        assert len(packs(root)) <= MAX_PACKS
