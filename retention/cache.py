@@ -13,6 +13,7 @@ No HTTP here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -50,7 +51,11 @@ class _PackWriter:
         self.fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".pack", dir=root)
         self.path = Path(name)
         self.end = 0
-        self._write(MAGIC)
+        try:
+            self._write(MAGIC)
+        except BaseException:
+            self.discard()  # a full disk: neither the descriptor nor the empty file stays
+            raise
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -73,7 +78,8 @@ class _PackWriter:
 
     def discard(self) -> None:
         os.close(self.fd)
-        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # left for `_remove_stale`
+            self.path.unlink(missing_ok=True)
 
 
 class DigestCache:

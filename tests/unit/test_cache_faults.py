@@ -1,0 +1,100 @@
+"""The digest cache when the disk fails it: full (a file-size limit), read-only, unreadable.
+
+Each fault is real, in a child process: `RLIMIT_FSIZE` makes writes past a size fail with EFBIG
+as a full disk fails them with ENOSPC (a short write, then an error); a folder made read-only by
+an unprivileged child (as root the child drops to `nobody`, which root's own writes would ignore).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from retention.cache import MAGIC
+
+NOBODY = 65534
+
+
+def entry(n: int, size: int = 0) -> tuple[str, bytes]:
+    data = b'{"n": %d, "pad": "%s"}' % (n, b"x" * size)
+    return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+
+def record(n: int, size: int = 0) -> int:
+    """Bytes one entry takes in a pack: its header line and its data."""
+    digest, data = entry(n, size)
+    return len(b"%s %d\n" % (digest.encode(), len(data))) + len(data)
+
+
+# imported before any privilege is dropped: the interpreter's own files may be unreadable then
+PRELUDE = """
+import json, os, resource, signal, sys
+from pathlib import Path
+from retention.cache import DigestCache
+from retention.errors import CacheError
+from tests.unit.test_cache_faults import NOBODY, entry
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+def limit_file_size(size):
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+def unprivileged():
+    if os.geteuid() == 0:
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+def put(cache, *args):
+    try:
+        cache.put(*entry(*args))
+        return "ok"
+    except CacheError as exc:
+        return "CacheError: " + exc.message
+"""
+
+
+def run_child(script: str, cwd: Path) -> dict[str, object]:
+    """Run `script` (after PRELUDE) in a child whose working directory is `cwd`; it prints one
+    JSON object on its last line (stdout is a pipe: a file-size limit does not cut it)."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(script)],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    result["stderr"] = done.stderr
+    return result
+
+
+def test_a_pack_that_cannot_be_started_leaves_no_descriptor_or_file(tmp_path: Path) -> None:
+    # the disk is full before the pack's first bytes: every put fails, and must not leak
+    result = run_child(
+        f"""
+        limit_file_size({len(MAGIC) - 1})
+        before = fds()
+        cache = DigestCache(Path("."))
+        outcomes = [put(cache, n) for n in range(3)]
+        cache.close()
+        print(json.dumps({{"outcomes": outcomes, "leaked": fds() - before}}))
+        """,
+        tmp_path,
+    )
+    outcomes = result["outcomes"]
+    assert isinstance(outcomes, list)
+    assert len(outcomes) == 3
+    assert all(str(o).startswith("CacheError: cannot write the cache") for o in outcomes)
+    assert result["leaked"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
