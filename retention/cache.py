@@ -58,10 +58,16 @@ class _PackWriter:
             raise
 
     def _write(self, data: bytes) -> None:
+        # at `end`, not at the file position: a write that failed midway (disk full) moved the
+        # position past `end`, and what came after would be indexed at the wrong offset
         view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        try:
+            while view:
+                view = view[os.pwrite(self.fd, view, self.end + len(data) - len(view)) :]
+        except BaseException:
+            with contextlib.suppress(OSError):  # no torn record for a reader's scan to stop at
+                os.ftruncate(self.fd, self.end)
+            raise
         self.end += len(data)
 
     def add(self, digest: str, data: bytes) -> tuple[int, int, int]:

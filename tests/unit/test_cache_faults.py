@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from retention.cache import MAGIC
+import pytest
+
+from retention.cache import MAGIC, DigestCache
 
 NOBODY = 65534
 
@@ -98,3 +101,32 @@ def test_a_pack_that_cannot_be_started_leaves_no_descriptor_or_file(tmp_path: Pa
     assert all(str(o).startswith("CacheError: cannot write the cache") for o in outcomes)
     assert result["leaked"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_torn_write_leaves_a_clean_pack_and_later_entries_in_place(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # room for the magic, entry 1 and entry 2, but not for the big entry 3 between them:
+    # entry 3 is written in part, then fails, as on a full disk
+    room = len(MAGIC) + record(1) + record(2) + 8
+    result = run_child(
+        f"""
+        limit_file_size({room})
+        cache = DigestCache(Path("."))
+        outcomes = [put(cache, 1), put(cache, 3, 4000), put(cache, 2)]
+        served = cache.get(entry(2)[0]) == entry(2)[1]
+        cache.close()
+        print(json.dumps({{"outcomes": outcomes, "served": served}}))
+        """,
+        tmp_path,
+    )
+    first, big, second = result["outcomes"]  # type: ignore[misc]
+    assert first == "ok"
+    assert str(big).startswith("CacheError: cannot write the cache")
+    assert second == "ok"  # it fits where the torn record was
+    assert result["served"] is True
+    with caplog.at_level(logging.WARNING), DigestCache(tmp_path) as cache:
+        assert cache.get(entry(1)[0]) == entry(1)[1]
+        assert cache.get(entry(2)[0]) == entry(2)[1]
+        assert cache.get(entry(3, 4000)[0]) is None
+    assert caplog.text == ""  # no damaged pack, no corrupt entry
