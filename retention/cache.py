@@ -155,25 +155,29 @@ class DigestCache:
 
     def close(self) -> None:
         """Publish what this run stored, merge the packs if they have piled up, release them."""
+        # never raises OSError: the plan is made by now, and only the next run's head start is
+        # at stake; the descriptors are released whatever happens
         with self._lock:
             writer, self._writer = self._writer, None
-            sources = [(Path(fh.name), fh.fileno()) for fh in self._files]
-            if writer is not None:
-                try:
-                    sources.append((writer.publish(), writer.fd))
-                except OSError as exc:
-                    # the plan is made; only the next run's head start is lost
-                    log.warning("could not save the digest cache at %s: %s", self.root, exc)
-                    writer.path.unlink(missing_ok=True)
-            if len(sources) > MAX_PACKS and self._index is not None:
-                self._merge(self._index, sources)
-            if writer is not None:
-                os.close(writer.fd)
-            for fh in self._files:
-                fh.close()
-            self._files = []
-            self._index = None
-            self._used = set()
+            files, self._files = self._files, []
+            index, self._index = self._index, None
+            try:
+                sources = [(Path(fh.name), fh.fileno()) for fh in files]
+                if writer is not None:
+                    try:
+                        sources.append((writer.publish(), writer.fd))
+                    except OSError as exc:
+                        log.warning("could not save the digest cache at %s: %s", self.root, exc)
+                        with contextlib.suppress(OSError):  # else `_remove_stale`'s, in a day
+                            writer.path.unlink(missing_ok=True)
+                if len(sources) > MAX_PACKS and index is not None:
+                    self._merge(index, sources)
+            finally:
+                if writer is not None:
+                    os.close(writer.fd)
+                for fh in files:
+                    fh.close()
+                self._used = set()
 
     def _loaded(self) -> _Index:
         index = self._index
@@ -228,8 +232,14 @@ class DigestCache:
             writer.discard()
             return
         os.close(writer.fd)
+        kept: list[OSError] = []
         for path, _ in sources:
-            path.unlink(missing_ok=True)  # a concurrent run may have merged it already
+            try:
+                path.unlink(missing_ok=True)  # a concurrent run may have merged it already
+            except OSError as exc:  # e.g. another user's pack in a sticky shared folder
+                kept.append(exc)
+        if kept:
+            log.warning("%d merged cache packs could not be removed: %s", len(kept), kept[0])
 
 
 def _algorithm(digest: str) -> str:

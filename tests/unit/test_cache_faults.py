@@ -11,8 +11,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -130,3 +132,37 @@ def test_a_torn_write_leaves_a_clean_pack_and_later_entries_in_place(
         assert cache.get(entry(2)[0]) == entry(2)[1]
         assert cache.get(entry(3, 4000)[0]) is None
     assert caplog.text == ""  # no damaged pack, no corrupt entry
+
+
+def test_a_folder_turned_read_only_loses_the_cache_not_the_plan() -> None:
+    # not under tmp_path: as root the child runs as nobody, who cannot pass pytest's 0700 folders
+    outer = Path(tempfile.mkdtemp(prefix="retention-cache-"))
+    outer.chmod(0o755)
+    folder = outer / "digests"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        os.chown(folder, NOBODY, NOBODY)
+    try:
+        result = run_child(
+            """
+            unprivileged()
+            before = fds()
+            cache = DigestCache(Path("."))
+            outcome = put(cache, 1)
+            os.chmod(".", 0o555)  # remounted read-only, or chmod'ed, while the walk ran
+            try:
+                cache.close()
+                closed = "closed"
+            except BaseException as exc:
+                closed = repr(exc)
+            print(json.dumps({"put": outcome, "closed": closed, "leaked": fds() - before}))
+            """,
+            folder,
+        )
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(outer)
+    assert result["put"] == "ok"
+    assert result["closed"] == "closed"  # a warning, not an exception that discards the plan
+    assert "could not save the digest cache" in str(result["stderr"])
+    assert result["leaked"] == 0
