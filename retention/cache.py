@@ -204,8 +204,14 @@ class DigestCache:
             except OSError as exc:  # merged away by a concurrent run, or unreadable
                 log.debug("skipping cache pack %s: %s", path, exc)
                 continue
+            try:
+                entries = _scan(fh, path)
+            except OSError as exc:  # EIO; on NFS, ESTALE: merged away by another machine
+                log.warning("skipping unreadable cache pack %s: %s", path, exc)
+                fh.close()
+                continue
             self._files.append(fh)
-            for digest, where in _scan(fh, path):
+            for digest, where in entries:
                 index.setdefault(digest, where)
         return index
 

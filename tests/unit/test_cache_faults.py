@@ -166,3 +166,17 @@ def test_a_folder_turned_read_only_loses_the_cache_not_the_plan() -> None:
     assert result["closed"] == "closed"  # a warning, not an exception that discards the plan
     assert "could not save the digest cache" in str(result["stderr"])
     assert result["leaked"] == 0
+
+
+def test_a_pack_that_cannot_be_read_is_skipped_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # reading /proc/self/mem at offset 0 fails with EIO: a pack on a failing disk, or on NFS
+    # one that another machine merged away between our open and our read (ESTALE)
+    with DigestCache(tmp_path) as cache:
+        cache.put(*entry(1))
+    (tmp_path / "pack-0-unreadable.pack").symlink_to("/proc/self/mem")
+    with caplog.at_level(logging.WARNING), DigestCache(tmp_path) as cache:
+        assert cache.get(entry(1)[0]) == entry(1)[1]
+        assert cache.get(entry(2)[0]) is None
+    assert "pack-0-unreadable.pack" in caplog.text
