@@ -20,6 +20,7 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -36,7 +37,7 @@ KEEP_UNUSED_SECONDS = 7 * 24 * 3600
 # a run's unpublished pack: older than this, its run is long dead (crash, SIGKILL)
 STALE_SECONDS = 24 * 3600
 _MAX_HEADER = 200  # "sha512:<128 hex> <length>\n" fits with room to spare
-_HINT = "set XDG_CACHE_HOME to a writable directory, or pass --no-cache"
+_HINT = "set XDG_CACHE_HOME to a writable directory with room, or pass --no-cache"
 
 # digest -> (file descriptor, offset, length) of its bytes in a pack
 _Index = dict[str, tuple[int, int, int]]
@@ -102,6 +103,7 @@ class DigestCache:
         self._files: list[BinaryIO] = []  # published packs, open for reading
         self._writer: _PackWriter | None = None
         self._used: set[str] = set()  # digests this run read or stored: a merge keeps them
+        self._write_failed = False  # warned once per run
 
     def __enter__(self) -> DigestCache:
         return self
@@ -149,9 +151,17 @@ class DigestCache:
                     self._writer = _PackWriter(self.root)
                 index[digest] = self._writer.add(digest, data)
             except OSError as exc:
-                raise CacheError(
-                    f"cannot write the cache at {self.root}: {exc}", hint=_HINT
-                ) from exc
+                # the cache only saves requests: a full or read-only disk must not stop a plan,
+                # least of all a scheduled one; later entries that fit are still stored
+                if not self._write_failed:
+                    log.warning(
+                        "cannot write the digest cache at %s: %s; the walk goes on, and what "
+                        "could not be stored is fetched again next time (%s)",
+                        self.root,
+                        exc,
+                        _HINT,
+                    )
+                self._write_failed = True
 
     def close(self) -> None:
         """Publish what this run stored, merge the packs if they have piled up, release them."""
@@ -178,6 +188,7 @@ class DigestCache:
                 for fh in files:
                     fh.close()
                 self._used = set()
+                self._write_failed = False
 
     def _loaded(self) -> _Index:
         index = self._index
@@ -190,15 +201,15 @@ class DigestCache:
 
     def _read_packs(self) -> _Index:
         try:
-            paths = sorted(self.root.glob("pack-*.pack"))
+            paths = _newest_first(self.root.glob("pack-*.pack"))
             _remove_stale(self.root)
         except OSError as exc:
             log.warning("cannot read the digest cache at %s: %s", self.root, exc)
             return {}
         index: _Index = {}
-        # newest first (names start with the publishing time): an entry in several packs is
-        # read from the newest, whose age decides whether a merge may drop it
-        for path in reversed(paths):
+        # newest first: an entry in several packs is read from the youngest copy, whose age
+        # decides whether a merge may drop it
+        for path in paths:
             try:
                 fh = path.open("rb")
             except OSError as exc:  # merged away by a concurrent run, or unreadable
@@ -216,28 +227,47 @@ class DigestCache:
         return index
 
     def _merge(self, index: _Index, sources: list[tuple[Path, int]]) -> None:
-        """Replace `sources` by one pack of their readable entries that this run used or that
-        are younger than `KEEP_UNUSED_SECONDS`: images deleted long ago leave the cache."""
+        """Replace `sources` by their readable entries that this run used (one pack, dated now)
+        or that a pack younger than `KEEP_UNUSED_SECONDS` holds (a second pack, dated as its
+        oldest source, so that rewriting them does not make them young again: without that,
+        shard workers merging in turn would keep every entry forever)."""
         cutoff = time.time() - KEEP_UNUSED_SECONDS
         try:
-            recent = {fd for _, fd in sources if os.fstat(fd).st_mtime >= cutoff}
-            writer = _PackWriter(self.root)
+            mtimes = {fd: os.fstat(fd).st_mtime for _, fd in sources}
         except OSError as exc:
             log.warning("cannot merge the digest cache's packs at %s: %s", self.root, exc)
             return
+        used: _PackWriter | None = None
+        carried: _PackWriter | None = None
+        carried_since = time.time()
         try:
             for digest, (fd, offset, length) in index.items():
-                if fd not in recent and digest not in self._used:
+                if digest in self._used:
+                    used = used or _PackWriter(self.root)
+                    target = used
+                elif mtimes.get(fd, 0.0) >= cutoff:
+                    carried = carried or _PackWriter(self.root)
+                    carried_since = min(carried_since, mtimes[fd])
+                    target = carried
+                else:
                     continue
                 data = os.pread(fd, length, offset)
                 if digest_of(data, _algorithm(digest)) == digest:  # damaged entries end here
-                    writer.add(digest, data)
-            writer.publish()
+                    target.add(digest, data)
+            if carried is not None:
+                os.utime(carried.fd, (carried_since, carried_since))
+                carried.publish()
+            if used is not None:
+                used.publish()
         except OSError as exc:
             log.warning("cannot merge the digest cache's packs at %s: %s", self.root, exc)
-            writer.discard()
+            for writer in (used, carried):
+                if writer is not None:
+                    writer.discard()  # the sources stay; what the merge wrote goes
             return
-        os.close(writer.fd)
+        for writer in (used, carried):
+            if writer is not None:
+                os.close(writer.fd)
         kept: list[OSError] = []
         for path, _ in sources:
             try:
@@ -246,6 +276,17 @@ class DigestCache:
                 kept.append(exc)
         if kept:
             log.warning("%d merged cache packs could not be removed: %s", len(kept), kept[0])
+
+
+def _newest_first(paths: Iterable[Path]) -> list[Path]:
+    """Packs by modification time, newest first; one that vanished meanwhile is left out."""
+    dated: list[tuple[float, str, Path]] = []
+    for path in paths:
+        try:
+            dated.append((path.stat().st_mtime, path.name, path))
+        except FileNotFoundError:  # merged away by a concurrent run
+            continue
+    return [path for _, _, path in sorted(dated, reverse=True)]
 
 
 def _algorithm(digest: str) -> str:

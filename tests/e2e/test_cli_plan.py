@@ -295,3 +295,21 @@ def test_usage_errors_exit_1_not_the_changes_code(
 ) -> None:
     assert main([*argv, "--detailed-exitcode"] if argv[0] == "plan" else argv) == 1
     assert "usage:" in capsys.readouterr().err
+
+
+def test_an_unwritable_cache_is_a_warning_and_the_plan_is_the_same(
+    scene: Scene,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([*_plan(scene, "--format", "json", "--no-cache")]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("the cache folder cannot be created here")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert main([*_plan(scene, "--format", "json")]) == 0
+    out, err = capsys.readouterr()
+    assert _deletions(json.loads(out)) == _deletions(expected)
+    assert err.count("cannot write the digest cache") == 1
+    assert "Traceback" not in err

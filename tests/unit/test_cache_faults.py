@@ -100,7 +100,8 @@ def test_a_pack_that_cannot_be_started_leaves_no_descriptor_or_file(tmp_path: Pa
     outcomes = result["outcomes"]
     assert isinstance(outcomes, list)
     assert len(outcomes) == 3
-    assert all(str(o).startswith("CacheError: cannot write the cache") for o in outcomes)
+    assert outcomes == ["ok"] * 3  # a warning, not an error: the walk goes on uncached
+    assert str(result["stderr"]).count("cannot write the digest cache") == 1
     assert result["leaked"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
@@ -124,7 +125,8 @@ def test_a_torn_write_leaves_a_clean_pack_and_later_entries_in_place(
     )
     first, big, second = result["outcomes"]  # type: ignore[misc]
     assert first == "ok"
-    assert str(big).startswith("CacheError: cannot write the cache")
+    assert big == "ok"  # not stored: a warning, not an error
+    assert "cannot write the digest cache" in str(result["stderr"])
     assert second == "ok"  # it fits where the torn record was
     assert result["served"] is True
     with caplog.at_level(logging.WARNING), DigestCache(tmp_path) as cache:
