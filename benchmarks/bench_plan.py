@@ -317,6 +317,10 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    return median([r[key] for r in runs])
+
+
 def spread(values: list[float]) -> str:
     if len(values) < 2:
         return ""
@@ -446,7 +450,7 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
     minimum = report["minimum"]["total"]
 
     def med(name: str, key: str) -> float:
-        return median([r[key] for r in runs[name]])
+        return median_of(runs[name], key)
 
     cold_requests = med("cold", "total")
     warm_fetches = max(
@@ -493,9 +497,7 @@ def peer_ratios(report: dict[str, Any]) -> dict[str, Any]:
     cold = [same_round["cold"][p["round"]] for p in peer]
     minimal = [same_round["minimal"][p["round"]] for p in peer]
 
-    def med(rs: list[dict[str, Any]], key: str) -> float:
-        return median([r[key] for r in rs])
-
+    med = median_of
     requests = med(peer, "total")
     return {
         "rounds": [p["round"] for p in peer],
