@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "retention"
 # module → (our modules it may import, third-party modules it may import)
 ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "errors": (set(), set()),
+    "text": (set(), set()),
     "oci": ({"errors"}, set()),
     "model": ({"oci", "errors"}, set()),
     "policy.model": ({"errors"}, set()),
@@ -26,20 +27,20 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
         {"registry", "registry.client", "cache", "model", "oci", "errors", "policy.model"},
         set(),
     ),
-    "evaluate": ({"policy.model", "model", "oci", "plan", "errors"}, set()),
-    "plan": ({"model", "oci", "errors"}, {"jsonschema"}),
+    "evaluate": ({"policy.model", "model", "oci", "plan", "errors", "text"}, set()),
+    "plan": ({"model", "oci", "errors", "text"}, {"jsonschema"}),
     "apply": (
         {"registry", "registry.client", "plan", "errors", "journal", "oci", "policy.model"},
         set(),
     ),
     "journal": ({"errors", "oci"}, set()),
     "restore": ({"registry", "registry.client", "journal", "oci", "errors"}, set()),
-    "doctor": ({"registry", "registry.client", "errors"}, set()),
+    "doctor": ({"registry", "registry.client", "errors", "text"}, set()),
     "schedule": ({"errors"}, {"croniter"}),
     "gc": ({"errors", "model"}, set()),
     "starter": ({"errors"}, set()),
 }
-PURE = {"oci", "model", "policy.model", "policy.load", "evaluate", "plan", "starter"}
+PURE = {"text", "oci", "model", "policy.model", "policy.load", "evaluate", "plan", "starter"}
 # The pure core may not reach the network, the clock or the environment (STYLE.md).
 FORBIDDEN_IN_PURE = {"requests", "time", "urllib3", "socket", "subprocess"}
 

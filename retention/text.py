@@ -1,0 +1,71 @@
+"""Pure text helpers for what people read: escaping of untrusted (registry-sourced) strings.
+
+Imports nothing of ours and does no I/O. Every string that came from a registry goes through
+`untrusted()` before a terminal, a plan text or a Markdown plan sees it (docs/decisions.md,
+"What is trusted"), and JSON that carries such strings goes through `json_safe()`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Bidi controls (Unicode TR9) that reorder what a terminal shows: overrides, embeddings,
+# isolates and the implicit marks. None of them is ever needed in a registry name or message.
+_BIDI: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Line and paragraph separators move the cursor like LF in some terminals and renderers.
+_SEPARATORS: Final = frozenset("\u2028\u2029\u0085")
+
+
+def _dangerous(char: str) -> bool:
+    """True for what is not plainly printable: C0/C1 controls, DEL, format characters (bidi
+    among them), separators other than space, surrogates, private-use and unassigned points."""
+    return char in _BIDI or char in _SEPARATORS or not char.isprintable()
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def untrusted(text: str) -> str:
+    """`text` with every control, C1, bidi and format character shown as `\\x..`/`\\u....`.
+
+    A backslash is doubled, so an escaped ESC (`\\x1b`) can never be confused with the four
+    characters a registry sent. Printable text, including non-ASCII letters, is unchanged.
+    """
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text  # the common case: nothing to do
+    out: list[str] = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif _dangerous(char):
+            out.append(_escape_char(char))
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def json_safe(encoded: str) -> str:
+    """JSON text (from `json.dumps(..., ensure_ascii=False)`) with C1, bidi and separator
+    characters written as `\\uXXXX` escapes; it decodes to the same value.
+
+    C0 controls are already escaped by `json.dumps`; the rest are kept raw by `ensure_ascii=False`
+    and would reach a terminal that `cat`s the file. They only ever occur inside JSON strings,
+    so replacing each with its escape is exact.
+    """
+    if encoded.isascii():
+        return encoded
+    return "".join(_json_escape(c) if ord(c) > 0x7E and _dangerous(c) else c for c in encoded)
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON writes an astral character as a UTF-16 surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
