@@ -378,6 +378,9 @@ class RegistryClient:
                 server_date = email.utils.parsedate_to_datetime(date)
             except (TypeError, ValueError, IndexError):
                 server_date = None
+            if server_date is not None and server_date.tzinfo is None:
+                # `-0000` (RFC 5322 "no zone information") parses naive; HTTP dates are GMT
+                server_date = server_date.replace(tzinfo=UTC)
         return Ping(
             status=resp.status,
             api_version=resp.header("Docker-Distribution-API-Version"),
@@ -389,17 +392,20 @@ class RegistryClient:
         """Every repository name, following Link pagination; raises if the listing breaks off.
 
         A name outside the distribution grammar is a ProtocolError, or, with `on_invalid`, is
-        passed to it (raw: the caller escapes it) and left out.
+        passed to it once (raw: the caller escapes it) and left out.
         """
+        invalid: set[str] = set()
         for page in self._pages("/v2/_catalog", "repositories", CATALOG_SCOPE, "catalog"):
             for name in page:
                 if oci.is_repository(name):
                     yield name
                 elif on_invalid is not None:
-                    on_invalid(name)
+                    if name not in invalid:
+                        invalid.add(name)
+                        on_invalid(name)
                 else:
                     raise ProtocolError(
-                        f"catalog lists an invalid repository name {untrusted(name[:100])!r}",
+                        f'catalog lists an invalid repository name "{untrusted(name[:100])}"',
                         url=self._redact(self.url + "/v2/_catalog"),
                     )
 
@@ -419,7 +425,8 @@ class RegistryClient:
                     tags.add(tag)
                 elif on_invalid is None:
                     raise ProtocolError(
-                        f"tags/list of {repo} holds an invalid tag {untrusted(tag[:140])!r}",
+                        f'tags/list of {repo} holds an invalid tag "{untrusted(tag[:140])}" '
+                        "(outside the distribution grammar: what it points at cannot be checked)",
                         url=self._redact(self.url + path),
                     )
                 elif tag not in invalid:
@@ -1021,18 +1028,35 @@ class RegistryClient:
         hop_headers = dict(headers)
         for _hop in range(MAX_REDIRECTS + 1):
             started = time.monotonic()
-            raw = self._session.request(
-                method,
-                current,
-                headers=hop_headers,
-                data=body,
-                timeout=self._timeout,
-                allow_redirects=False,
-                proxies=self._proxies(current),
-                stream=True,
-            )
+            answered: list[requests.Response] = []  # closed if requests fails after the answer
+            try:
+                raw = self._session.request(
+                    method,
+                    current,
+                    headers=hop_headers,
+                    data=body,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    proxies=self._proxies(current),
+                    stream=True,
+                    hooks={"response": lambda r, *_a, _to=answered, **_kw: _to.append(r)},
+                )
+            except requests.RequestException:
+                raise
+            except ValueError as exc:  # UnicodeDecodeError among them
+                for unread in answered:
+                    unread.close()
+                # requests reads a redirect's Location (UTF-8, then a URL) even when it does not
+                # follow it: a Location that is neither raised from inside requests
+                raise ProtocolError(
+                    f"{method} answer holds a Location header that is not a UTF-8 URL",
+                    url=self._redact(current),
+                ) from exc
             try:
                 location = raw.headers.get("Location")
+                if location is not None and not location.isascii():
+                    # http.client reads headers as latin-1; requests (RFC 3986 IRIs) as UTF-8
+                    location = location.encode("latin-1").decode("utf-8")
                 if (
                     follow_redirects
                     and method in ("GET", "HEAD")
