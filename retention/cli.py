@@ -1193,7 +1193,7 @@ def _run_summary(record: RunRecord) -> str:
     if record.missed_ticks:
         text += f"; skipped {len(record.missed_ticks)} tick(s) it overran"
     if record.error and record.status != "skipped":  # a skipped --once run raises LockHeld
-        text += f"\nerror: {record.error}"
+        text += f"\nerror: {_lines(record.error)}"
     return text
 
 
@@ -1415,7 +1415,7 @@ def _run_apply(
     def progress(event: ProgressEvent) -> None:
         if show_progress:
             o = event.outcome
-            ref = _short_ref(o.entry.repository, o.entry.digest)
+            ref = untrusted(_short_ref(o.entry.repository, o.entry.digest))
             print(
                 f"\r\x1b[K[{event.done}/{event.total}] {o.kind} {ref}",
                 end="",
@@ -1435,7 +1435,7 @@ def _run_apply(
         print(file=sys.stderr)
     _print_apply_report(report, journal_path, args.quiet)
     if report.error is not None:
-        print(f"error: {report.error.diagnostics()}", file=sys.stderr)
+        print(f"error: {_lines(report.error.diagnostics())}", file=sys.stderr)
         if report.count("deleted") == 0:
             return ExitCode.ERROR
     return ExitCode.OK if report.complete else ExitCode.PARTIAL
@@ -1444,11 +1444,10 @@ def _run_apply(
 def _print_apply_report(report: Any, journal_path: Path, quiet: bool) -> None:
     for kind in ("stale", "failed"):
         for o in report.of_kind(kind):
-            print(
-                f"{kind}: {_short_ref(o.entry.repository, o.entry.digest)} {','.join(o.entry.tags)}"
-                f": {o.reason}",
-                file=sys.stderr,
-            )
+            # the plan file's names and the registry's answers: escaped at the edge
+            tags = ",".join(untrusted(t) for t in o.entry.tags)
+            ref = untrusted(_short_ref(o.entry.repository, o.entry.digest))
+            print(f"{kind}: {ref} {tags}: {message(o.reason)}", file=sys.stderr)
     if quiet and report.complete:
         return
     earlier = report.count("resumed")
@@ -1543,11 +1542,12 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         return ExitCode.ERROR
 
     def progress(outcome: RestoreOutcome) -> None:
-        ref = _short_ref(*outcome.key)
+        ref = untrusted(_short_ref(*outcome.key))  # the journal's names, the registry's words
         if outcome.kind == "failed":
-            print(f"failed: {ref}: {outcome.reason}", file=sys.stderr)
+            print(f"failed: {ref}: {message(outcome.reason or '')}", file=sys.stderr)
         for tag, why in outcome.tags_skipped:
-            print(f"tag not restored: {outcome.key[0]}:{tag}: {why}", file=sys.stderr)
+            where = f"{untrusted(outcome.key[0])}:{untrusted(tag)}"
+            print(f"tag not restored: {where}: {message(why)}", file=sys.stderr)
 
     with RegistryClient(config, env=os.environ) as client:
         report = restore(client, items, progress=progress)
