@@ -41,7 +41,7 @@ from retention.evaluate import TagVerdict, age_words, evaluate, explain
 from retention.gc import DEFAULT_TIMEOUT_SECONDS, run_gc, untagged_warnings
 from retention.inventory import Progress, Shard, take_inventory
 from retention.journal import Journal, default_journal_path, read_journal, redact_url
-from retention.model import Inventory, Repository
+from retention.model import Inventory, Repository, outside_grammar
 from retention.oci import format_time
 from retention.plan import Plan, human_bytes, render_text
 from retention.plan import to_json as plan_to_json
@@ -835,10 +835,25 @@ def _cmd_init(args: argparse.Namespace) -> int:
     with RegistryClient(RegistryConfig(url=args.registry, auth=auth), env=os.environ) as client:
         say(f"reading the catalog of {client.url} (as {client.credential_source}) ...")
         try:
-            repositories = sorted(client.catalog())
+            # names outside the grammar are left out of the starter, with one warning each
+            left_alone: list[str] = []
+            repositories = sorted(
+                client.catalog(
+                    lambda name: left_alone.append(outside_grammar("repository", name, "catalog"))
+                )
+            )
+
+            def list_tags(repo: str) -> list[str]:
+                where = f"tags/list of {repo}"
+                return client.list_tags(
+                    repo, lambda tag: left_alone.append(outside_grammar("tag", tag, where))
+                )
+
             with ThreadPoolExecutor(max_workers=8) as pool:
-                listed = pool.map(client.list_tags, repositories)
+                listed = pool.map(list_tags, repositories)
                 tags = dict(zip(repositories, listed, strict=True))
+            for warning in sorted(left_alone):
+                say(f"warning: {warning}")
         except AuthError as exc:
             # init reads everything: the catalog needs the registry:catalog:* scope
             exc.hint = (

@@ -219,6 +219,20 @@ def test_names_outside_the_grammar_are_reported_once_and_left_alone(
     assert list_tags(fresh_registry.url, repo) == ["new", "old"]
 
 
+def test_init_leaves_names_outside_the_grammar_out_of_the_starter(
+    fresh_registry: RegistryProcess, fresh_pusher: Pusher, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fresh_pusher.push_image("apps/api", ["latest", "main-abcdef1"])
+    with FaultProxy(fresh_registry.url) as proxy:
+        _add_names(proxy, "repositories", r"^/v2/_catalog", BAD_REPOSITORIES)
+        _add_names(proxy, "tags", "^/v2/apps/api/tags/list", BAD_TAGS)
+        code, out, err = _run(["init", "--registry", proxy.url], capsys)
+    assert code == 0, err
+    assert out.startswith("# Starter retention policy for")
+    assert err.count("it is left alone") == len(BAD_REPOSITORIES) + len(BAD_TAGS)
+    assert "read 1 repositories and 2 tags" in err
+
+
 def test_a_created_in_the_year_9999_is_an_unknown_age_not_the_newest(
     registry: RegistryProcess,
     pusher: Pusher,
