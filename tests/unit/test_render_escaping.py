@@ -11,6 +11,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retention import cli
 from retention.evaluate import TagVerdict
@@ -129,3 +131,16 @@ def test_stderr_log_lines_are_escaped_line_by_line() -> None:
     assert lines[1] == "second line"  # our own line break stays
     assert RAW.search(stream.getvalue()) is None
     assert FORGED.search(stream.getvalue()) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text())
+def test_no_registry_string_adds_a_line_to_the_text_plan(text: str) -> None:
+    """Invariant: whatever the registry sends, the text plan has the same lines as for a plain
+    string, none holds a raw control, C1 or bidi character, and none looks like a deletion of
+    `latest`."""
+    plain = render_text(_plan("x"), show_kept=True, now=NOW).splitlines()
+    shown = render_text(_plan(text), show_kept=True, now=NOW)
+    assert len(shown.splitlines()) == len(plain)
+    assert RAW.search(shown) is None
+    assert FORGED.search(shown) is None
