@@ -41,7 +41,7 @@ from retention.evaluate import TagVerdict, age_words, evaluate, explain
 from retention.gc import DEFAULT_TIMEOUT_SECONDS, run_gc, untagged_warnings
 from retention.inventory import Progress, Shard, take_inventory
 from retention.journal import Journal, default_journal_path, read_journal, redact_url
-from retention.model import Inventory, Repository
+from retention.model import Inventory, Repository, outside_grammar
 from retention.oci import format_time
 from retention.plan import Plan, human_bytes, render_text
 from retention.plan import to_json as plan_to_json
@@ -62,6 +62,7 @@ from retention.schedule import (
     run_now,
 )
 from retention.starter import check_credentials, starter_policy
+from retention.text import message, untrusted
 
 log = logging.getLogger("retention")
 
@@ -94,12 +95,26 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc, sort_keys=True)
 
 
+class _TextFormatter(logging.Formatter):
+    """Log lines with registry strings escaped: a message (a warning naming a tag, an HTTP
+    error quoting the server) is escaped line by line with `message()` (retention/text.py)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return _lines(super().formatMessage(record))
+
+
+def _lines(text: str) -> str:
+    """`text` with every line escaped by `message()`: our own line breaks stay, no registry
+    string can clear the screen, move the cursor or reorder what follows."""
+    return "\n".join(message(line) for line in text.split("\n"))
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if args.log_format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler.setFormatter(_TextFormatter("%(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     level = logging.WARNING
@@ -186,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RetentionError as exc:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
-        print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        print(f"error: {_lines(exc.diagnostics())}", file=sys.stderr)
         if exc.hint is None and not isinstance(exc, PolicyError):
             # every error ends with what to do next (policy diagnostics carry their own hints)
             print(f"hint: {FALLBACK_HINT}", file=sys.stderr)
@@ -592,28 +607,32 @@ def _repo_bytes(repo: Repository) -> int:
 
 
 def _inventory_text(inventory: Inventory) -> str:
-    lines = [f"Registry {inventory.registry}, taken {format_time(inventory.taken_at)}", ""]
+    taken = format_time(inventory.taken_at)
+    lines = [f"Registry {untrusted(inventory.registry)}, taken {taken}", ""]
     repos = sorted(inventory.repositories, key=lambda r: (-_repo_bytes(r), r.name))
-    width = max([len(r.name) for r in repos] + [10])
+    names = {r.name: untrusted(r.name) for r in repos}  # escaped at the edge (retention/text.py)
+    width = max([len(n) for n in names.values()] + [10])
     lines.append(f"{'REPOSITORY':<{width}}  {'TAGS':>6}  {'IMAGES':>6}  {'SIZE':>10}")
     lines.extend(
-        f"{r.name:<{width}}  {len(r.tags):>6}  {len(r.images):>6}  "
+        f"{names[r.name]:<{width}}  {len(r.tags):>6}  {len(r.images):>6}  "
         f"{human_bytes(_repo_bytes(r)):>10}"
         for r in repos
     )
     for r in repos:
-        lines += ["", f"{r.name}:"]
+        lines += ["", f"{names[r.name]}:"]
+        tags = {t.name: untrusted(t.name) for t in r.tags}
         # columns as wide as this repository's longest tag: cosign tags are 75 characters
-        tag_width = max([len(t.name) for t in r.tags] + [3])
+        tag_width = max([len(t) for t in tags.values()] + [3])
         lines.append(f"  {'TAG':<{tag_width}}  {'DIGEST':<19}  {'CREATED':<20}  {'SIZE':>10}")
         for t in r.tags:
             image = r.image(t.digest)
             created = format_time(image.created) if image and image.created else "unknown"
             size = human_bytes(image.size) if image else "?"
             lines.append(
-                f"  {t.name:<{tag_width}}  {t.digest[:19]}  {created:<20}  {size:>10}".rstrip()
+                f"  {tags[t.name]:<{tag_width}}  {untrusted(t.digest[:19])}  {created:<20}  "
+                f"{size:>10}".rstrip()
             )
-    lines.extend(f"warning: {w}" for w in inventory.warnings)
+    lines.extend(f"warning: {message(w)}" for w in inventory.warnings)
     return "\n".join(lines) + "\n"
 
 
@@ -626,10 +645,10 @@ def _inventory_csv(inventory: Inventory) -> str:
             image = r.image(t.digest)
             writer.writerow(
                 [
-                    r.name,
-                    t.name,
-                    t.digest,
-                    image.media_type if image else "",
+                    untrusted(r.name),
+                    untrusted(t.name),
+                    untrusted(t.digest),
+                    untrusted(image.media_type) if image else "",
                     image.kind.value if image else "",
                     format_time(image.created) if image and image.created else "",
                     image.size if image else "",
@@ -717,11 +736,17 @@ def _explain_target(target: str, registry_url: str) -> tuple[str, str | None]:
 def _explanation_text(verdicts: list[TagVerdict]) -> str:
     lines = []
     for v in verdicts:
-        age = age_words(v.age) if v.age is not None else "age unknown"
+        if v.age is None:
+            age = "age unknown"
+        elif v.age < timedelta(0):  # within a day ahead: clock skew, shown as such
+            age = f"created {age_words(-v.age)} in the future"
+        else:
+            age = age_words(v.age)
         rule = f"rule {v.rule}" if v.rule else "no rule"
         rank = f", rank {v.rank}" if v.rank is not None else ""
-        lines.append(f"{v.repository}:{v.tag}  {v.digest[:19]}  {age}  ({rule}{rank})")
-        lines.append(f"    {v.line()}")
+        ref = f"{untrusted(v.repository)}:{untrusted(v.tag)}  {untrusted(v.digest[:19])}"
+        lines.append(f"{ref}  {age}  ({rule}{rank})")
+        lines.append(f"    {message(v.line())}")
     return "\n".join(lines) + "\n"
 
 
@@ -810,10 +835,25 @@ def _cmd_init(args: argparse.Namespace) -> int:
     with RegistryClient(RegistryConfig(url=args.registry, auth=auth), env=os.environ) as client:
         say(f"reading the catalog of {client.url} (as {client.credential_source}) ...")
         try:
-            repositories = sorted(client.catalog())
+            # names outside the grammar are left out of the starter, with one warning each
+            left_alone: list[str] = []
+            repositories = sorted(
+                client.catalog(
+                    lambda name: left_alone.append(outside_grammar("repository", name, "catalog"))
+                )
+            )
+
+            def list_tags(repo: str) -> list[str]:
+                where = f"tags/list of {repo}"
+                return client.list_tags(
+                    repo, lambda tag: left_alone.append(outside_grammar("tag", tag, where))
+                )
+
             with ThreadPoolExecutor(max_workers=8) as pool:
-                listed = pool.map(client.list_tags, repositories)
+                listed = pool.map(list_tags, repositories)
                 tags = dict(zip(repositories, listed, strict=True))
+            for warning in sorted(left_alone):
+                say(f"warning: {warning}")
         except AuthError as exc:
             # init reads everything: the catalog needs the registry:catalog:* scope
             exc.hint = (
@@ -1168,7 +1208,7 @@ def _run_summary(record: RunRecord) -> str:
     if record.missed_ticks:
         text += f"; skipped {len(record.missed_ticks)} tick(s) it overran"
     if record.error and record.status != "skipped":  # a skipped --once run raises LockHeld
-        text += f"\nerror: {record.error}"
+        text += f"\nerror: {_lines(record.error)}"
     return text
 
 
@@ -1390,7 +1430,7 @@ def _run_apply(
     def progress(event: ProgressEvent) -> None:
         if show_progress:
             o = event.outcome
-            ref = _short_ref(o.entry.repository, o.entry.digest)
+            ref = untrusted(_short_ref(o.entry.repository, o.entry.digest))
             print(
                 f"\r\x1b[K[{event.done}/{event.total}] {o.kind} {ref}",
                 end="",
@@ -1410,7 +1450,7 @@ def _run_apply(
         print(file=sys.stderr)
     _print_apply_report(report, journal_path, args.quiet)
     if report.error is not None:
-        print(f"error: {report.error.diagnostics()}", file=sys.stderr)
+        print(f"error: {_lines(report.error.diagnostics())}", file=sys.stderr)
         if report.count("deleted") == 0:
             return ExitCode.ERROR
     return ExitCode.OK if report.complete else ExitCode.PARTIAL
@@ -1419,11 +1459,10 @@ def _run_apply(
 def _print_apply_report(report: Any, journal_path: Path, quiet: bool) -> None:
     for kind in ("stale", "failed"):
         for o in report.of_kind(kind):
-            print(
-                f"{kind}: {_short_ref(o.entry.repository, o.entry.digest)} {','.join(o.entry.tags)}"
-                f": {o.reason}",
-                file=sys.stderr,
-            )
+            # the plan file's names and the registry's answers: escaped at the edge
+            tags = ",".join(untrusted(t) for t in o.entry.tags)
+            ref = untrusted(_short_ref(o.entry.repository, o.entry.digest))
+            print(f"{kind}: {ref} {tags}: {message(o.reason)}", file=sys.stderr)
     if quiet and report.complete:
         return
     earlier = report.count("resumed")
@@ -1518,11 +1557,12 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         return ExitCode.ERROR
 
     def progress(outcome: RestoreOutcome) -> None:
-        ref = _short_ref(*outcome.key)
+        ref = untrusted(_short_ref(*outcome.key))  # the journal's names, the registry's words
         if outcome.kind == "failed":
-            print(f"failed: {ref}: {outcome.reason}", file=sys.stderr)
+            print(f"failed: {ref}: {message(outcome.reason or '')}", file=sys.stderr)
         for tag, why in outcome.tags_skipped:
-            print(f"tag not restored: {outcome.key[0]}:{tag}: {why}", file=sys.stderr)
+            where = f"{untrusted(outcome.key[0])}:{untrusted(tag)}"
+            print(f"tag not restored: {where}: {message(why)}", file=sys.stderr)
 
     with RegistryClient(config, env=os.environ) as client:
         report = restore(client, items, progress=progress)
@@ -1579,9 +1619,10 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         checks = run_checks(client, now=datetime.now(UTC), repository=args.repository)
     lines = []
     for check in checks:
-        lines.append(f"{check.status:<4}  {check.name}: {check.message}")
+        # a check's message quotes the server (a header, an error body): escaped at the edge
+        lines.append(f"{check.status:<4}  {check.name}: {message(check.message)}")
         if check.hint and check.status != "ok":
-            lines.append(f"      hint: {check.hint}")
+            lines.append(f"      hint: {message(check.hint)}")
     write_output(None, "\n".join(lines) + "\n")
     return ExitCode.ERROR if any(c.status == "fail" for c in checks) else ExitCode.OK
 

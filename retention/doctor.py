@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from retention.errors import AuthError, DeleteDisabledError, RegistryError, TransportError
+from retention.text import untrusted
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -101,7 +102,7 @@ def run_checks(
     if ping.api_version == API_VERSION:
         checks.append(Check("api version", "ok", f"Docker-Distribution-API-Version: {API_VERSION}"))
     else:
-        found = ping.api_version or "missing"
+        found = untrusted(ping.api_version) if ping.api_version else "missing"
         checks.append(
             Check(
                 "api version",

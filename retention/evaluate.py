@@ -27,6 +27,10 @@ Decision = Literal["kept", "deleted"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _NAMES_IN_WARNING = 10
+# A `created` more than this after the evaluation time is a wrong clock or a forgery, not a build
+# time: the image's age is unknown (docs/decisions.md, "Dates in the future"). The slack allows
+# for clock skew between the build host and the machine that evaluates.
+FUTURE_SLACK = timedelta(days=1)
 
 # A tag's state before manifests are decided (see `_evaluate_repository`).
 _KEEP = 0  # kept on its own: protected, selected by no rule, or kept by its rule
@@ -71,6 +75,7 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
     owning: set[int] = set()
     unmatched: list[str] = []
     unknown_age = orphans = missing = 0
+    future: list[str] = []
     repositories = sorted(inventory.repositories, key=lambda r: r.name)
     for repo in repositories:
         out = _evaluate_repository(repo, ctx, want_verdicts=False)
@@ -80,12 +85,15 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
         unknown_age += out.unknown_age
         orphans += out.orphans
         missing += out.missing
+        future.extend(out.future)
         if not ctx.rules_for(repo.name):
             unmatched.append(repo.name)
     deletions.sort(key=lambda e: (e.repository, e.digest))
     kept.sort(key=lambda e: (e.repository, e.digest))
 
     warnings = _warnings(policy, ctx, inventory, owning, unmatched, unknown_age, orphans, missing)
+    warnings.extend(_future_warning(future))
+    warnings[:0] = inventory.names_left_alone()  # the walk's names outside the grammar
     for w in warnings:
         log.debug("plan warning: %s", w)
     summary = Summary(
@@ -248,6 +256,7 @@ class _RepoOutcome:
     unknown_age: int
     orphans: int
     missing: int
+    future: list[str]  # `repo@digest (created ...)` of images dated past now + FUTURE_SLACK
 
 
 def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool) -> _RepoOutcome:
@@ -323,7 +332,7 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
         known: list[tuple[int, str, str]] = []
         unknown: list[tuple[str, str]] = []
         for digest, first_tag in digests.items():
-            created = images[digest].created
+            created = dated(images[digest].created, now)
             if created is None:
                 unknown.append((first_tag, digest))
             else:
@@ -337,7 +346,7 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
             ranked.extend(d for _, d in unknown)
         else:
             for _, digest in unknown:
-                verdict_of[ri, digest] = _unknown_kept(rule, images[digest])
+                verdict_of[ri, digest] = _unknown_kept(rule, images[digest], now)
         for rank, digest in enumerate(ranked, 1):
             verdict_of[ri, digest] = _rank_verdict(rule, images[digest], rank, now)
     for st in states:
@@ -399,7 +408,12 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
     deleted -= kept
 
     # 4. entries and verdicts
-    out = _RepoOutcome([], [], [], set(owned), len(unknown_digests), orphans, missing)
+    out = _RepoOutcome([], [], [], set(owned), len(unknown_digests), orphans, missing, [])
+    out.future.extend(
+        f"{repo.name}@{_short(d)} (created {oci.format_time(c)})"
+        for d in sorted(unknown_digests)
+        if (c := images[d].created) is not None
+    )
     names = [r.name for r in policy.rules]
     for digest in sorted(images):
         image = images[digest]
@@ -443,6 +457,7 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
         for st in states:
             image = images.get(st.digest)
             created = image.created if image is not None else None
+            usable = dated(created, now)
             out.verdicts.append(
                 TagVerdict(
                     repository=repo.name,
@@ -450,7 +465,7 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
                     digest=st.digest,
                     rule=names[st.rule] if st.rule is not None else None,
                     rank=st.rank,
-                    age=now - created if created is not None else None,
+                    age=now - usable if usable is not None else None,
                     created=created,
                     created_raw=image.created_raw if image is not None else None,
                     decision="deleted" if st.digest in deleted else "kept",
@@ -503,11 +518,29 @@ def _orphan_prefix(st: _TagState, reason: str, rule: Rule | None = None) -> str:
     return f"{head}, selected by rule `{rule.name}`: {reason}"
 
 
-def _unknown_kept(rule: Rule, image: Image) -> tuple[bool, int | None, str]:
+def dated(created: datetime | None, now: datetime) -> datetime | None:
+    """`created` when it is a usable build time as of `now`; None when it is unknown or more
+    than FUTURE_SLACK after `now` (such an image has an unknown age: it never ranks first)."""
+    if created is None or created - now > FUTURE_SLACK:
+        return None
+    return created
+
+
+def unknown_age_words(image: Image, now: datetime) -> str:
+    """Why `image` has no usable age: `created 9999-01-01T00:00:00Z is in the future`,
+    `created yesterday-ish` (the unparseable value as the registry wrote it), `no created date`.
+    """
+    if image.created is not None and dated(image.created, now) is None:
+        return f"created {oci.format_time(image.created)} is in the future"
+    if image.created_raw:
+        return f"created {image.created_raw}"
+    return "no created date"
+
+
+def _unknown_kept(rule: Rule, image: Image, now: datetime) -> tuple[bool, int | None, str]:
     if rule.keep.all:
         return True, None, f"rule `{rule.name}` keeps all"
-    raw = image.created_raw
-    return True, None, f"age unknown (created {raw})" if raw else "age unknown (no created date)"
+    return True, None, f"age unknown ({unknown_age_words(image, now)})"
 
 
 def _rank_verdict(rule: Rule, image: Image, rank: int, now: datetime) -> tuple[bool, int, str]:
@@ -520,7 +553,11 @@ def _rank_verdict(rule: Rule, image: Image, rank: int, now: datetime) -> tuple[b
     if keep.last is not None and rank <= keep.last:
         most = "the most recent" if keep.last == 1 else f"among the {keep.last} most recent"
         return True, rank, f"{most} (rank {rank})"
-    age = now - image.created if image.created is not None else None
+    created = dated(image.created, now)
+    age = now - created if created is not None else None
+    unknown = "age unknown"
+    if created is None and image.created is not None:  # dated in the future
+        unknown += f", {unknown_age_words(image, now)}"
     newer = keep.newer_than_text or _duration(keep.newer_than)
     if keep.newer_than is not None and age is not None and age < keep.newer_than:
         return True, rank, f"younger than {newer} ({_age_phrase(age)})"
@@ -529,11 +566,11 @@ def _rank_verdict(rule: Rule, image: Image, rank: int, now: datetime) -> tuple[b
         parts.append(f"rank {rank} > {keep.last}")
     if keep.newer_than is not None:
         if age is None:
-            parts.append("age unknown (counted as oldest)")
+            parts.append(f"{unknown} (counted as oldest)")
         else:
             parts.append(f"{_age_phrase(age)} >= {newer}")
     elif age is None:
-        parts.append("age unknown (ranked oldest)")
+        parts.append(f"{unknown} (ranked oldest)")
     return False, rank, " and ".join(parts)
 
 
@@ -676,6 +713,19 @@ def _warnings(
             "the inventory covers only part of the registry: bytes_reclaimable is an upper bound"
         )
     return out
+
+
+def _future_warning(future: list[str]) -> list[str]:
+    if not future:
+        return []
+    names = ", ".join(future[:_NAMES_IN_WARNING])
+    more = len(future) - _NAMES_IN_WARNING
+    if more > 0:
+        names += f" and {more} more"
+    return [
+        f"{_count(len(future), 'image')} created more than {age_words(FUTURE_SLACK)} after the "
+        f"evaluation time, so of unknown age (never ranked most recent): {names}"
+    ]
 
 
 # --- words --------------------------------------------------------------------------------------

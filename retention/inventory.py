@@ -18,7 +18,7 @@ from typing import Generic, TypeVar, cast
 
 from retention.cache import DigestCache
 from retention.errors import AuthError, InventoryError, RegistryError
-from retention.model import Blob, Image, Inventory, Kind, Repository, Tag
+from retention.model import Blob, Image, Inventory, Kind, Repository, Tag, outside_grammar
 from retention.oci import (
     CREATED_ANNOTATION,
     IMAGE_CONFIG_TYPES,
@@ -339,8 +339,13 @@ def take_inventory(
     `complete` says whether `select` admits the whole registry (no --repository or --shard):
     only then are reclaimable bytes exact.
     """
+    invalid: list[str] = []
+
+    def bad_repository(name: str) -> None:
+        invalid.append(outside_grammar("repository", name, "the catalog"))
+
     try:
-        repositories = sorted(name for name in client.catalog() if select(name))
+        repositories = sorted(name for name in client.catalog(bad_repository) if select(name))
     except RegistryError as exc:
         # the catalog hint fits a refusal only: on a connection error it would send the reader
         # after credentials when the registry is down or the URL is wrong
@@ -354,6 +359,8 @@ def take_inventory(
     workers = max(1, concurrency)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         walker = _Walker(client, cache, pool, workers, progress)
+        for warning in invalid:
+            walker._warn(warning)
         try:
             repos = _walk(walker, repositories)
         except RegistryError as exc:
@@ -423,7 +430,13 @@ def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:
     def fan_out(phase: str, work: Callable[[A], R], items: Sequence[A]) -> list[R]:
         return _fan_out(walker.pool, walker.concurrency, walker.progress, phase, work, items)
 
-    tag_lists = fan_out("repositories", walker.client.list_tags, repositories)
+    def list_tags(repo: str) -> list[str]:
+        def bad_tag(tag: str) -> None:
+            walker._warn(outside_grammar("tag", tag, f"tags/list of {repo}"))
+
+        return walker.client.list_tags(repo, bad_tag)
+
+    tag_lists = fan_out("repositories", list_tags, repositories)
     jobs = [(repo, tag) for repo, tags in zip(repositories, tag_lists, strict=True) for tag in tags]
     resolved = fan_out("tags", lambda job: walker.resolve(*job), jobs)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from retention.errors import InventoryError
 from retention.oci import format_time, is_digest, is_repository, is_tag, parse_created
+from retention.text import untrusted
 
 
 class Kind(enum.StrEnum):
@@ -93,6 +94,11 @@ class Inventory:
     def __iter__(self) -> Iterator[Repository]:
         return iter(self.repositories)
 
+    def names_left_alone(self) -> tuple[str, ...]:
+        """The warnings about repository and tag names outside the grammar, sorted: the plan
+        repeats them (`outside_grammar`)."""
+        return tuple(sorted(w for w in self.warnings if w.endswith(_LEFT_ALONE)))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format_version": 1,
@@ -121,6 +127,17 @@ class Inventory:
             return _inventory_from(doc)
         except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
             raise InventoryError(f"inventory file is malformed: {exc}") from exc
+
+
+_LEFT_ALONE = "(distribution grammar); it is left alone"
+
+
+def outside_grammar(what: str, name: str, where: str) -> str:
+    """The warning for a repository or tag name outside the distribution grammar (ESC, LF,
+    `../`, NUL, more than 255 characters): escaped, cut to 200 characters; the name is left alone
+    (docs/decisions.md, "Names outside the grammar")."""
+    shown = untrusted(name[:200]) + (f"... ({len(name)} characters)" if len(name) > 200 else "")
+    return f'{where} lists {what} "{shown}", which is not a valid {what} name {_LEFT_ALONE}'
 
 
 def _image_json(i: Image) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from retention.errors import PlanError
 from retention.oci import INDEX_TYPES, format_time
+from retention.text import json_safe, message, untrusted
 
 FORMAT_VERSION = 1
 
@@ -126,7 +127,8 @@ def to_json(plan: Plan) -> str:
         nested("warnings"),
         "}",
     ]
-    return "\n".join(parts) + "\n"
+    # names, reasons and warnings hold registry strings: no raw C1 or bidi character in the file
+    return json_safe("\n".join(parts) + "\n")
 
 
 _str: Callable[[str], str] = json.encoder.encode_basestring
@@ -332,11 +334,12 @@ def render_text(plan: Plan, *, show_kept: bool = False, now: datetime) -> str:
 
     Per repository, each image to delete with its tags, created date, age, size and reason;
     platform manifests indented under their index; kept images only with `show_kept`. The last
-    line is the summary, or `No changes.`.
+    line is the summary, or `No changes.`. Registry strings are escaped here, at the edge
+    (retention/text.py): a name or reason can never clear the screen or start a line.
     """
     lines = [
-        f"Plan for {plan.registry} as of {format_time(plan.generated_at)} "
-        f"(policy {plan.policy_path})",
+        f"Plan for {untrusted(plan.registry)} as of {format_time(plan.generated_at)} "
+        f"(policy {message(plan.policy_path)})",
     ]
     by_repo: dict[str, tuple[list[Entry], list[Entry]]] = {}
     for e in plan.deletions:
@@ -348,7 +351,8 @@ def render_text(plan: Plan, *, show_kept: bool = False, now: datetime) -> str:
         deleted, kept = by_repo[repo]
         lines.append("")
         tags = sum(len(e.tags) for e in deleted)
-        head = f"{repo}: {_count(len(deleted), 'image')} ({_count(tags, 'tag')}) to delete"
+        counts = f"{_count(len(deleted), 'image')} ({_count(tags, 'tag')})"
+        head = f"{untrusted(repo)}: {counts} to delete"
         if show_kept:
             head += f", {len(kept)} kept"
         lines.append(head)
@@ -357,7 +361,7 @@ def render_text(plan: Plan, *, show_kept: bool = False, now: datetime) -> str:
     if plan.warnings:
         lines.append("")
         lines.append("Warnings:")
-        lines.extend(f"  ! {w}" for w in plan.warnings)
+        lines.extend(f"  ! {message(w)}" for w in plan.warnings)
     lines.append("")
     s = plan.summary
     if not plan.deletions:
@@ -383,12 +387,12 @@ def _tree(entries: list[Entry], mark: str, now: datetime) -> Iterator[str]:
 
     def walk(e: Entry, depth: int, seen: frozenset[str]) -> Iterator[str]:
         pad = "  " * (depth + 1)
-        label = ", ".join(e.tags) if e.tags else "(untagged)"
-        yield f"{pad}{mark} {label}  {e.digest}"
+        label = ", ".join(untrusted(t) for t in e.tags) if e.tags else "(untagged)"
+        yield f"{pad}{mark} {label}  {untrusted(e.digest)}"
         yield f"{pad}    {_when(e.created, now)}, {human_bytes(e.size)}, {_kind(e.media_type)}"
         rule = e.rule and f"rule `{e.rule}`"
         reason = e.reason if not rule or rule in e.reason else f"{rule}: {e.reason}"
-        yield f"{pad}    {'kept: ' if mark == '=' else ''}{reason}"
+        yield f"{pad}    {'kept: ' if mark == '=' else ''}{message(reason)}"
         for child in children.get(e.digest, []):
             if child.digest not in seen:
                 yield from walk(child, depth + 1, seen | {child.digest})

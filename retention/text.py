@@ -39,10 +39,28 @@ def untrusted(text: str) -> str:
     """
     if text.isascii() and text.isprintable() and "\\" not in text:
         return text  # the common case: nothing to do
+    return _escaped(text, backslash="\\\\")
+
+
+def message(text: str) -> str:
+    """A composed message (a plan reason, a warning, an error line) with every control, C1,
+    bidi and format character escaped as `untrusted()` does, but its backslashes left alone.
+
+    A message mixes our words, policy text (a protect pattern such as `v\\d+`, shown as the
+    user wrote it) and registry strings; it cannot hold a raw control character, so no line can
+    be forged, but a backslash is not doubled. LF is escaped too: call it per line when the
+    message has lines of its own.
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return _escaped(text, backslash="\\")
+
+
+def _escaped(text: str, *, backslash: str) -> str:
     out: list[str] = []
     for char in text:
         if char == "\\":
-            out.append("\\\\")
+            out.append(backslash)
         elif _dangerous(char):
             out.append(_escape_char(char))
         else:

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from retention.errors import AuthError
+from retention.text import untrusted
 
 logger = logging.getLogger(__name__)
 
@@ -237,25 +238,26 @@ def build_token_request(
     a host that harvests them (registry-facts §3.1, go-containerregistry#2193).
     """
     if challenge.scheme != "bearer":
-        raise AuthError(f"not a Bearer challenge: {challenge.scheme}")
+        raise AuthError(f"not a Bearer challenge: {untrusted(challenge.scheme)}")
     realm = challenge.param("realm")
     if not realm:
         raise AuthError("the registry's Bearer challenge has no realm")
     parts = urlsplit(realm)
+    shown = untrusted(_redact_url(realm))  # the server's text (retention/text.py)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AuthError(f"token realm is not an absolute http(s) URL: {_redact_url(realm)}")
+        raise AuthError(f"token realm is not an absolute http(s) URL: {shown}")
     if parts.username or parts.password:
         raise AuthError("token realm carries credentials in its URL; refused")
     reg_scheme, reg_host, _ = _origin(registry_url)
     if parts.scheme == "http":
         if reg_scheme == "https":
             raise AuthError(
-                f"token realm {_redact_url(realm)} is plain http for an https registry; refused",
+                f"token realm {shown} is plain http for an https registry; refused",
                 hint="the registry's auth.token.realm must be an https URL",
             )
         if parts.hostname.lower() != reg_host:
             raise AuthError(
-                f"token realm {_redact_url(realm)} is on another host over plain http; refused "
+                f"token realm {shown} is on another host over plain http; refused "
                 "so that credentials are never sent in clear to a host you did not name",
                 hint="serve the token realm over https",
             )

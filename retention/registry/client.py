@@ -49,6 +49,7 @@ from retention.registry.auth import (
     repository_scope,
     resolve_credentials,
 )
+from retention.text import untrusted
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,11 @@ def _split_links(header: str) -> list[str]:
 
 
 def _error_details(body: bytes) -> tuple[str | None, str | None]:
-    """(code, message) of the first entry of a registry JSON error body, if it is one."""
+    """(code, message) of the first entry of a registry JSON error body, if it is one.
+
+    Both are escaped here (retention/text.py): every RegistryError message that quotes the
+    server is safe to print as it is built (docs/decisions.md, "Escaping registry strings").
+    """
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -209,8 +214,8 @@ def _error_details(body: bytes) -> tuple[str | None, str | None]:
         return None, None
     code, message = errors[0].get("code"), errors[0].get("message")
     return (
-        code if isinstance(code, str) else None,
-        message[:200] if isinstance(message, str) else None,
+        untrusted(code[:100]) if isinstance(code, str) else None,
+        untrusted(message[:200]) if isinstance(message, str) else None,
     )
 
 
@@ -373,6 +378,9 @@ class RegistryClient:
                 server_date = email.utils.parsedate_to_datetime(date)
             except (TypeError, ValueError, IndexError):
                 server_date = None
+            if server_date is not None and server_date.tzinfo is None:
+                # `-0000` (RFC 5322 "no zone information") parses naive; HTTP dates are GMT
+                server_date = server_date.replace(tzinfo=UTC)
         return Ping(
             status=resp.status,
             api_version=resp.header("Docker-Distribution-API-Version"),
@@ -380,30 +388,50 @@ class RegistryClient:
             auth_scheme=self._scheme,
         )
 
-    def catalog(self) -> Iterator[str]:
-        """Every repository name, following Link pagination; raises if the listing breaks off."""
+    def catalog(self, on_invalid: Callable[[str], None] | None = None) -> Iterator[str]:
+        """Every repository name, following Link pagination; raises if the listing breaks off.
+
+        A name outside the distribution grammar is a ProtocolError, or, with `on_invalid`, is
+        passed to it once (raw: the caller escapes it) and left out.
+        """
+        invalid: set[str] = set()
         for page in self._pages("/v2/_catalog", "repositories", CATALOG_SCOPE, "catalog"):
             for name in page:
-                if not oci.is_repository(name):
+                if oci.is_repository(name):
+                    yield name
+                elif on_invalid is not None:
+                    if name not in invalid:
+                        invalid.add(name)
+                        on_invalid(name)
+                else:
                     raise ProtocolError(
-                        f"catalog lists an invalid repository name {name[:100]!r}",
+                        f'catalog lists an invalid repository name "{untrusted(name[:100])}"',
                         url=self._redact(self.url + "/v2/_catalog"),
                     )
-            yield from page
 
-    def list_tags(self, repo: str) -> list[str]:
-        """All tags of `repo`, sorted and de-duplicated; [] for `{"tags": null}`."""
+    def list_tags(self, repo: str, on_invalid: Callable[[str], None] | None = None) -> list[str]:
+        """All tags of `repo`, sorted and de-duplicated; [] for `{"tags": null}`.
+
+        A tag outside the distribution grammar is a ProtocolError, or, with `on_invalid`, is
+        passed to it once (raw: the caller escapes it) and left out.
+        """
         self._check_repo(repo)
         path = f"/v2/{repo}/tags/list"
         tags: set[str] = set()
+        invalid: set[str] = set()
         for page in self._pages(path, "tags", self._pull(repo), f"tags of {repo}", name=repo):
             for tag in page:
-                if not oci.is_tag(tag):
+                if oci.is_tag(tag):
+                    tags.add(tag)
+                elif on_invalid is None:
                     raise ProtocolError(
-                        f"tags/list of {repo} holds an invalid tag {tag[:140]!r}",
+                        f'tags/list of {repo} holds an invalid tag "{untrusted(tag[:140])}" '
+                        "(outside the distribution grammar: what it points at cannot be checked)",
                         url=self._redact(self.url + path),
                     )
-            tags.update(page)
+                elif tag not in invalid:
+                    invalid.add(tag)
+                    on_invalid(tag)
         return sorted(tags)
 
     def head_manifest(self, repo: str, reference: str) -> ManifestRef | None:
@@ -499,7 +527,7 @@ class RegistryClient:
             # OCI spec.md: a client SHOULD reject a mediaType that disagrees with Content-Type.
             raise ProtocolError(
                 f"{where}: Content-Type {content_type} disagrees with the body's mediaType "
-                f"{manifest.media_type}",
+                f"{untrusted(manifest.media_type)}",
                 url=self._redact(resp.url),
             )
         return FetchedManifest(manifest=manifest, raw=raw, media_type=manifest.media_type)
@@ -823,7 +851,7 @@ class RegistryClient:
                     )
                 self._scheme, self._bearer = "basic", None
             else:
-                schemes = ", ".join(sorted({c.scheme for c in challenges})) or "none"
+                schemes = ", ".join(sorted({untrusted(c.scheme) for c in challenges})) or "none"
                 raise self._error(
                     AuthError, resp, f"unsupported authentication scheme(s): {schemes}"
                 )
@@ -882,7 +910,7 @@ class RegistryClient:
             resp = self._with_retries(
                 "GET", realm_url, headers, None, max_bytes=TOKEN_MAX_BYTES, follow_redirects=False
             )
-        where = redact_url(request.realm)
+        where = self._redact(request.realm)
         if resp.status in (401, 403):
             who = f"user {creds.username!r}" if creds is not None else "anonymous access"
             raise AuthError(
@@ -1000,18 +1028,35 @@ class RegistryClient:
         hop_headers = dict(headers)
         for _hop in range(MAX_REDIRECTS + 1):
             started = time.monotonic()
-            raw = self._session.request(
-                method,
-                current,
-                headers=hop_headers,
-                data=body,
-                timeout=self._timeout,
-                allow_redirects=False,
-                proxies=self._proxies(current),
-                stream=True,
-            )
+            answered: list[requests.Response] = []  # closed if requests fails after the answer
+            try:
+                raw = self._session.request(
+                    method,
+                    current,
+                    headers=hop_headers,
+                    data=body,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    proxies=self._proxies(current),
+                    stream=True,
+                    hooks={"response": lambda r, *_a, _to=answered, **_kw: _to.append(r)},
+                )
+            except requests.RequestException:
+                raise
+            except ValueError as exc:  # UnicodeDecodeError among them
+                for unread in answered:
+                    unread.close()
+                # requests reads a redirect's Location (UTF-8, then a URL) even when it does not
+                # follow it: a Location that is neither raised from inside requests
+                raise ProtocolError(
+                    f"{method} answer holds a Location header that is not a UTF-8 URL",
+                    url=self._redact(current),
+                ) from exc
             try:
                 location = raw.headers.get("Location")
+                if location is not None and not location.isascii():
+                    # http.client reads headers as latin-1; requests (RFC 3986 IRIs) as UTF-8
+                    location = location.encode("latin-1").decode("utf-8")
                 if (
                     follow_redirects
                     and method in ("GET", "HEAD")
@@ -1021,10 +1066,10 @@ class RegistryClient:
                     self._log(method, current, raw.status_code, started)
                     target = urljoin(current, location)
                     if urlsplit(target).scheme not in ("http", "https"):
-                        raise ProtocolError("redirect to a non-http URL", url=redact_url(target))
+                        raise ProtocolError("redirect to a non-http URL", url=self._redact(target))
                     if urlsplit(current).scheme == "https" and urlsplit(target).scheme == "http":
                         raise ProtocolError(
-                            "redirect from https to plain http refused", url=redact_url(target)
+                            "redirect from https to plain http refused", url=self._redact(target)
                         )
                     if _origin(target) != _origin(current):
                         # never forward credentials to another origin (object storage)
@@ -1091,7 +1136,9 @@ class RegistryClient:
     # --- errors and checks -------------------------------------------------------------------
 
     def _redact(self, url: str) -> str:
-        return redact_url(url)
+        """The URL for an error: secrets redacted, and escaped, since a redirect's `Location`
+        (or a token realm) is the server's text."""
+        return untrusted(redact_url(url))
 
     def _error(
         self,

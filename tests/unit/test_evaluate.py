@@ -195,11 +195,18 @@ CASES = [
         {"u": ("kept", "rule `everything-else` keeps all"), "a": ("kept", "keeps all")},
     ),
     Case(
-        "created-in-the-future-is-young",
+        "created-within-a-day-in-the-future-is-young",
+        policy(rule("young", newer_than="1d")),
+        [image("A", ago(-0.5))],
+        {"a": "A"},
+        {"a": ("kept", "younger than 1d (created 12 hours in the future)")},
+    ),
+    Case(
+        "created-more-than-a-day-in-the-future-is-unknown-age",
         policy(rule("young", newer_than="1d")),
         [image("A", ago(-2))],
         {"a": "A"},
-        {"a": ("kept", "younger than 1d (created 2 days in the future)")},
+        {"a": ("kept", "age unknown (created 2024-06-03T12:00:00Z is in the future)")},
     ),
     Case(
         "protect-wins-over-every-rule",

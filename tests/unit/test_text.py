@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retention.text import json_safe, untrusted
+from retention.text import json_safe, message, untrusted
 
 CASES = [
     ("plain", "latest", "latest"),
@@ -44,3 +44,29 @@ def test_json_safe_decodes_to_the_same_value_and_holds_no_raw_c1_or_bidi(text: s
     encoded = json_safe(json.dumps({"k": text}, ensure_ascii=False))
     assert json.loads(encoded) == {"k": text}
     assert not any(c in encoded for c in "\u009b\u202e\u2066\u2028\u0085")
+
+
+MESSAGE_CASES = [
+    ("plain", "kept: the most recent (rank 1)", "kept: the most recent (rank 1)"),
+    ("policy-pattern-backslash-kept", r"pattern `v\d+`", r"pattern `v\d+`"),
+    ("esc-in-a-platform", "platform linux/\x1b[2Jamd64", "platform linux/\\x1b[2Jamd64"),
+    ("lf-cannot-start-a-line", "a\n- latest  sha256:", "a\\x0a- latest  sha256:"),
+    ("cr", "a\rb", "a\\x0db"),
+    ("c1", "a\u009bb", "a\\x9bb"),
+    ("bidi", "a\u202eb", "a\\u202eb"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"), [(r, s) for _, r, s in MESSAGE_CASES], ids=[c[0] for c in MESSAGE_CASES]
+)
+def test_message_escapes_controls_but_keeps_backslashes(raw: str, shown: str) -> None:
+    assert message(raw) == shown
+
+
+@given(st.text())
+def test_message_output_is_printable_and_equals_untrusted_without_backslashes(text: str) -> None:
+    shown = message(text)
+    assert all(c.isprintable() for c in shown)
+    if "\\" not in text:
+        assert shown == untrusted(text)
