@@ -31,6 +31,7 @@ from retention.errors import (
     AuthError,
     DeleteDisabledError,
     ProtocolError,
+    RedirectRefused,
     RegistryError,
     TransportError,
 )
@@ -49,6 +50,7 @@ from retention.registry.auth import (
     repository_scope,
     resolve_credentials,
 )
+from retention.text import untrusted
 
 logger = logging.getLogger(__name__)
 
@@ -756,6 +758,17 @@ class RegistryClient:
             )
             if resp.status != 401:
                 return resp
+            if _origin(resp.url) != _origin(self.url):
+                # A 401 from a redirect target (object storage, or a host the registry points
+                # at) is not the registry's challenge: answering it would send the registry's
+                # credentials, or a token, to a realm that host chose.
+                raise RedirectRefused(
+                    f"the redirect target {untrusted(self._redact(resp.url))} refused the request "
+                    "(HTTP 401); its challenge is not the registry's, so nothing was sent to it",
+                    url=untrusted(self._redact(url)),
+                    status=401,
+                    hint="a registry that redirects to storage must give it a signed URL",
+                )
             challenges = self._challenges(resp)
             bearer = next((c for c in challenges if c.scheme == "bearer"), None)
             if authorization is None and not answered_challenge:

@@ -224,23 +224,14 @@ class HostileRegistry:
 
 
 def _redirect_blobs_to_other_host(h: HostileRegistry, repo: str) -> list[Fault]:
-    """Blob GETs answer 307 to the other host, which answers 401 with its own Bearer realm."""
+    """Blob GETs and HEADs answer 307 to the other host, which answers 401 with its own Bearer
+    realm."""
     target = h.other.url
 
     def redirect(record: RecordedRequest, upstream: Upstream) -> Exchange:
         return Exchange(307, (("Location", f"{target}{record.path}"),))
 
-    return [Fault("respond", _blobs(repo), "GET", times=None, handler=redirect)]
-
-
-def _redirect_manifests_to_other_host(h: HostileRegistry, repo: str) -> list[Fault]:
-    """Manifest GETs and HEADs answer 307 to the other host."""
-    target = h.other.url
-
-    def redirect(record: RecordedRequest, upstream: Upstream) -> Exchange:
-        return Exchange(307, (("Location", f"{target}{record.path}"),))
-
-    return [Fault("respond", _manifests(repo), None, times=None, handler=redirect)]
+    return [Fault("respond", _blobs(repo), None, times=None, handler=redirect)]
 
 
 def _drip_headers(h: HostileRegistry, path: str = ".*", interval: float = 0.5) -> list[Fault]:
@@ -344,7 +335,6 @@ def _lying_delete(h: HostileRegistry, repo: str = ".+") -> list[Fault]:
 
 SCENARIOS: dict[str, Callable[..., list[Fault]]] = {
     "redirect-blob-to-challenger": _redirect_blobs_to_other_host,
-    "redirect-manifest-to-challenger": _redirect_manifests_to_other_host,
     "drip-headers": _drip_headers,
     "drip-body": _drip_body,
     "deep-json-manifest": _deep_manifest,

@@ -19,7 +19,7 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "policy.load": ({"policy.model", "errors"}, {"yaml", "jsonschema", "re2", "croniter"}),
     "registry.auth": ({"errors", "oci"}, {"requests"}),
     "registry.client": (
-        {"registry.auth", "oci", "errors", "policy.model"},
+        {"registry.auth", "oci", "errors", "policy.model", "text"},
         {"requests", "urllib3"},
     ),
     "cache": ({"oci", "errors"}, set()),
