@@ -7,7 +7,6 @@ The only module (with `registry.auth`) that speaks HTTP. It returns `oci` values
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import os
 import random
@@ -201,7 +200,7 @@ def _split_links(header: str) -> list[str]:
 def _error_details(body: bytes) -> tuple[str | None, str | None]:
     """(code, message) of the first entry of a registry JSON error body, if it is one."""
     try:
-        doc = json.loads(body)
+        doc = oci.load_json(body)
     except (ValueError, UnicodeDecodeError):
         return None, None
     if not isinstance(doc, dict):
@@ -696,7 +695,7 @@ class RegistryClient:
 
     def _page_items(self, resp: _Response, key: str, what: str, name: str | None) -> list[str]:
         try:
-            doc: Any = json.loads(resp.body)
+            doc: Any = oci.load_json(resp.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(
                 f"{what}: the page is not valid JSON", url=self._redact(resp.url)

@@ -17,6 +17,7 @@ import re
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -139,7 +140,7 @@ class FaultProxy:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        server = ThreadingHTTPServer((self.host, 0), _handler_for(self))
+        server = _QuietServer((self.host, 0), _handler_for(self))
         server.daemon_threads = True
         if self.tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -229,6 +230,15 @@ class FaultProxy:
             return Exchange(resp.status, tuple(resp.getheaders()), data)
         finally:
             conn.close()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-answer (a deadline, a body over its cap) is not an error."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
 
 def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
