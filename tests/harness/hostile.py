@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from tests.harness.certs import CertPair, self_signed
 from tests.harness.faultproxy import Exchange, Fault, FaultProxy, RecordedRequest, Upstream
@@ -235,14 +235,47 @@ def _redirect_blobs_to_other_host(h: HostileRegistry, repo: str) -> list[Fault]:
     return [Fault("respond", _blobs(repo), None, times=None, handler=redirect)]
 
 
-def _drip_headers(h: HostileRegistry, path: str = ".*", interval: float = 0.5) -> list[Fault]:
-    """The real answer, its status line and headers sent one byte per `interval`."""
-    return [Fault("drip", path, None, times=None, drip="headers", interval=interval)]
+def _drip(
+    part: Literal["headers", "body"],
+    path: str,
+    method: str | None,
+    interval: float,
+    after: int,
+    answer: Exchange | None,
+) -> list[Fault]:
+    faults = []
+    if after:  # let the first `after` matching requests through untouched
+        faults.append(Fault("delay", path, method, times=after, delay=0.0))
+    handler = None if answer is None else (lambda _r, _u: answer)
+    faults.append(
+        Fault("drip", path, method, times=None, drip=part, interval=interval, handler=handler)
+    )
+    return faults
 
 
-def _drip_body(h: HostileRegistry, path: str = ".*", interval: float = 0.5) -> list[Fault]:
-    """The real answer, headers at once and its body one byte per `interval`."""
-    return [Fault("drip", path, None, times=None, drip="body", interval=interval)]
+def _drip_headers(
+    h: HostileRegistry,
+    path: str = ".*",
+    interval: float = 0.5,
+    method: str | None = None,
+    after: int = 0,
+    answer: Exchange | None = None,
+) -> list[Fault]:
+    """The real answer (or `answer`, never forwarded), its status line and headers sent one byte
+    per `interval`, to requests matching `method` and `path` after the first `after`."""
+    return _drip("headers", path, method, interval, after, answer)
+
+
+def _drip_body(
+    h: HostileRegistry,
+    path: str = ".*",
+    interval: float = 0.5,
+    method: str | None = None,
+    after: int = 0,
+    answer: Exchange | None = None,
+) -> list[Fault]:
+    """The real answer (or `answer`), headers at once and its body one byte per `interval`."""
+    return _drip("body", path, method, interval, after, answer)
 
 
 def _deep_manifest(h: HostileRegistry, repo: str) -> list[Fault]:
