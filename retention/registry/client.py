@@ -1239,16 +1239,23 @@ class RegistryClient:
         hop_headers = dict(headers)
         for _hop in range(MAX_REDIRECTS + 1):
             started = time.monotonic()
-            raw = self._session.request(
-                method,
-                current,
-                headers=hop_headers,
-                data=body,
-                timeout=self._timeout,
-                allow_redirects=False,
-                proxies=self._proxies(current),
-                stream=True,
-            )
+            try:
+                raw = self._session.request(
+                    method,
+                    current,
+                    headers=hop_headers,
+                    data=body,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    proxies=self._proxies(current),
+                    stream=True,
+                )
+            except UnicodeDecodeError as exc:
+                # requests decodes a redirect's Location as UTF-8 even when told not to follow
+                # it (to fill `Response.next`); a hostile Location must not escape as a traceback
+                raise ProtocolError(
+                    "the answer's Location header is not UTF-8", url=self._redact(current)
+                ) from exc
             try:
                 location = raw.headers.get("Location")
                 if (

@@ -224,13 +224,13 @@ class HostileRegistry:
             self.proxy.add(fault)
 
 
-def _redirect_blobs_to_other_host(h: HostileRegistry, repo: str) -> list[Fault]:
-    """Blob GETs and HEADs answer 307 to the other host, which answers 401 with its own Bearer
-    realm."""
+def _redirect_blobs_to_other_host(h: HostileRegistry, repo: str, suffix: str = "") -> list[Fault]:
+    """Blob GETs and HEADs answer 307 to the other host (the same path, plus `suffix`), which
+    answers 401 with its own Bearer realm."""
     target = h.other.url
 
     def redirect(record: RecordedRequest, upstream: Upstream) -> Exchange:
-        return Exchange(307, (("Location", f"{target}{record.path}"),))
+        return Exchange(307, (("Location", f"{target}{record.path}{suffix}"),))
 
     return [Fault("respond", _blobs(repo), None, times=None, handler=redirect)]
 

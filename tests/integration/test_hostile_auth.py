@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from retention.errors import RedirectRefused
+from retention.errors import ProtocolError, RedirectRefused
 from retention.policy.model import Auth, RegistryConfig, Tls
 from retention.registry import RegistryClient, RetryPolicy
 from tests.harness.hostile import STOLEN_TOKEN, HostileRegistry
@@ -126,3 +126,31 @@ def test_blob_head_redirect_to_another_host_never_carries_authorization(
     with _client(open_front, Auth("alice", ALICE_PW)) as client, pytest.raises(RedirectRefused):
         client.blob_exists(unique_repo, pushed.config_digest)
     _assert_nothing_reached_the_other_host(open_front, ALICE_PW)
+
+
+def test_the_redirect_target_in_the_error_is_escaped(
+    open_front: HostileRegistry, pusher: Pusher, unique_repo: str
+) -> None:
+    pushed = pusher.push_image(unique_repo, "v1")
+    assert pushed.config_digest is not None
+    # U+202E's UTF-8 bytes: http.client reads headers as latin-1, so they arrive as
+    # "\xe2\x80\xae", a C1 control among them
+    rlo = "\u202e".encode().decode("latin-1")
+    open_front.enable("redirect-blob-to-challenger", repo=unique_repo, suffix=f"/\x1b[2J{rlo}")
+    with _client(open_front, None) as client, pytest.raises(RedirectRefused) as caught:
+        client.get_blob(unique_repo, pushed.config_digest)
+    text = caught.value.diagnostics()
+    assert "\x1b" not in text and "\x80" not in text and "\u202e" not in text
+    assert "/\\x1b[2J" in text and "\\x80" in text, text
+    _assert_nothing_reached_the_other_host(open_front, None)
+
+
+def test_a_location_that_is_not_utf8_is_a_clear_error(
+    open_front: HostileRegistry, pusher: Pusher, unique_repo: str
+) -> None:
+    pushed = pusher.push_image(unique_repo, "v1")
+    assert pushed.config_digest is not None
+    open_front.enable("redirect-blob-to-challenger", repo=unique_repo, suffix="/\x9b")
+    with _client(open_front, None) as client, pytest.raises(ProtocolError, match="not UTF-8"):
+        client.get_blob(unique_repo, pushed.config_digest)
+    assert open_front.other.requests == []
