@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from retention.cli import main
-from retention.schedule import acquire_lock
+from retention.schedule import acquire_lock, read_history
 from tests.harness.faultproxy import Exchange
 from tests.harness.hostile import HostileRegistry
 from tests.harness.registry import RegistryProcess
@@ -177,3 +177,5 @@ def test_a_scheduled_run_ends_and_releases_its_lock(
     assert "settings.timeouts.run" in err
     with acquire_lock(lock):  # free again: the run did not keep it
         pass
+    (record,) = read_history(tmp_path / "h.jsonl")
+    assert record.status == "failed"
