@@ -547,16 +547,25 @@ def bench_apply(
             env=env,
         )
 
+        def is_confirmation(kind: str) -> bool:
+            # the HEAD by digest after each 202 DELETE, which must answer 404
+            return kind == "HEAD manifest_by_digest"
+
         def is_verification(kind: str) -> bool:
             method, what = kind.split()
-            return method in ("HEAD", "GET") and what.startswith("manifest")
+            return (
+                method in ("HEAD", "GET")
+                and what.startswith("manifest")
+                and not is_confirmation(kind)
+            )
 
         verify = sum(n for k, n in run.requests.items() if is_verification(k))
+        confirmations = sum(n for k, n in run.requests.items() if is_confirmation(k))
         deletes = sum(n for k, n in run.requests.items() if k.startswith("DELETE"))
         other = {
             k: n
             for k, n in run.requests.items()
-            if not k.startswith("DELETE") and not is_verification(k)
+            if not k.startswith("DELETE") and not is_verification(k) and not is_confirmation(k)
         }
         results.append(
             {
@@ -573,6 +582,7 @@ def bench_apply(
                 "statuses": run.statuses,
                 "verification_requests": verify,
                 "deletes": deletes,
+                "delete_confirmations": confirmations,
                 "other_requests": other,
                 "seconds": round(run.seconds, 3),
                 "max_rss_mb": round(run.max_rss_mb, 1),
@@ -581,6 +591,7 @@ def bench_apply(
                     == (expected["manifests"], expected["tags"], expected["untagged"]),
                     "verification": verify == listed + untagged,
                     "deletes": deletes == len(entries),
+                    "confirmations": confirmations == len(entries),
                     "nothing_more": sum(other.values()) == 0,
                 },
             }
@@ -672,7 +683,9 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"  {a['verification_requests']} verification requests "
             f"(target {p['listed_tags'] + p['untagged_entries']}), "
-            f"{a['deletes']} DELETEs (target {p['entries']}), other requests "
+            f"{a['deletes']} DELETEs (target {p['entries']}), "
+            f"{a['delete_confirmations']} confirming HEADs by digest (target {p['entries']}), "
+            "other requests "
             f"{a['other_requests'] or 'none'}; {a['seconds']:.2f} s, {a['max_rss_mb']:.0f} MB"
         )
         lines.append(f"  requests: {a['requests']}  statuses: {a['statuses']}")

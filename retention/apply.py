@@ -880,6 +880,8 @@ class _Run:
             if v.repair:
                 self._repair(repo, digest, v)
             existed = self.client.delete_manifest(repo, digest)
+            if existed:
+                self._confirm_deleted(repo, digest)
         except (DeleteDisabledError, AuthError, TransportError) as exc:
             # The next DELETE would get the same answer (deletion disabled, no permission, the
             # registry down after every retry): stop instead of failing each one. A re-run
@@ -895,6 +897,16 @@ class _Run:
         except JournalError as exc:
             self._abort(exc)
         return EntryOutcome(e, "deleted" if existed else "gone", reason, repaired=v.repair)
+
+    def _confirm_deleted(self, repo: str, digest: str) -> None:
+        """A 202 is only a claim: a HEAD of the digest must now answer 404 (one request per
+        deletion; docs/decisions.md, "What is trusted"). A registry that still serves the
+        manifest fails the entry instead of counting it deleted."""
+        if self.client.head_manifest(repo, digest) is not None:
+            raise ProtocolError(
+                f"the registry answered 202 to the DELETE of {repo}@{digest} "
+                "but still serves the manifest; not counted as deleted"
+            )
 
     def _repair(self, repo: str, digest: str, v: _Verified) -> None:
         """Make dangling tags resolvable again, so the DELETE by digest removes them.

@@ -47,7 +47,7 @@ from retention.plan import Plan, human_bytes, render_text
 from retention.plan import to_json as plan_to_json
 from retention.policy.load import compile_pattern, load_policy, load_policy_text, validate_files
 from retention.policy.model import Auth, Pattern, Policy, RegistryConfig, Schedule
-from retention.registry.client import RegistryClient, RetryPolicy
+from retention.registry.client import RegistryClient, RetryPolicy, RunDeadline
 from retention.restore import GC_HINT, RestoreOutcome, restore, select
 from retention.schedule import (
     RunLog,
@@ -196,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.ERROR if exc.code == 2 else int(exc.code or 0)
     _configure_logging(args)
     handler: Handler = args.func
+    _start_command()
     try:
         return handler(args)
     except RetentionError as exc:
@@ -293,6 +294,35 @@ _COMMANDS.append(_add_validate)
 
 # ---------------------------------------------------------------------------------------------
 # plan, inventory, explain: inventory the registry and evaluate the policy
+
+
+# When the command being run started (`main`, and each scheduled run): `settings.timeouts.run`
+# counts from here. A scheduled run with `run: null` still ends after SCHEDULED_RUN_LIMIT, so it
+# never holds the policy's lock forever (docs/decisions.md, "What is trusted").
+_command_started = time.monotonic()
+_scheduled = False
+SCHEDULED_RUN_LIMIT = timedelta(hours=6)
+
+
+def _start_command(*, scheduled: bool = False) -> None:
+    global _command_started, _scheduled
+    _command_started = time.monotonic()
+    _scheduled = scheduled
+
+
+def _client_options(policy: Policy) -> dict[str, Any]:
+    """The RegistryClient arguments `settings.timeouts` gives, for the command in progress."""
+    t = policy.settings.timeouts
+    run = t.run if t.run is not None else (SCHEDULED_RUN_LIMIT if _scheduled else None)
+    deadline = None
+    if run is not None:
+        seconds = run.total_seconds()
+        deadline = RunDeadline(at=_command_started + seconds, seconds=seconds)
+    return {
+        "timeout": (t.connect.total_seconds(), t.read.total_seconds()),
+        "request_timeout": t.request.total_seconds(),
+        "deadline": deadline,
+    }
 
 
 def _load_policy(path: str, args: argparse.Namespace) -> Policy:
@@ -423,7 +453,10 @@ def _take(
     with (
         cache or contextlib.nullcontext(),
         RegistryClient(
-            policy.registry, concurrency=policy.settings.concurrency, env=os.environ
+            policy.registry,
+            concurrency=policy.settings.concurrency,
+            env=os.environ,
+            **_client_options(policy),
         ) as client,
     ):
         return take_inventory(
@@ -1088,7 +1121,9 @@ def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
 
 
 def _scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunOutcome:
-    """One scheduled run: plan, apply with the policy's limits, then gc if something went."""
+    """One scheduled run: plan, apply with the policy's limits, then gc if something went.
+    It ends by its deadline (`settings.timeouts.run`, else SCHEDULED_RUN_LIMIT)."""
+    _start_command(scheduled=True)
 
     now = datetime.now(UTC)
     plan, inventory = _make_plan(policy, now=now)
@@ -1160,7 +1195,10 @@ def _execute_plan(
     """The one way a plan is executed: by `apply` and by every scheduled run."""
     with (
         RegistryClient(
-            policy.registry, concurrency=policy.settings.concurrency, env=os.environ
+            policy.registry,
+            concurrency=policy.settings.concurrency,
+            env=os.environ,
+            **_client_options(policy),
         ) as client,
         Journal(journal_path, registry=client.url).open(
             plan_sha256=plan_sha256, policy_path=policy.path
@@ -1615,7 +1653,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy, args)
     # A diagnosis should answer quickly: two attempts, not the long patience of a deletion run.
     quick = RetryPolicy(attempts=2, base=0.2, cap=1.0, budget=5.0)
-    with RegistryClient(policy.registry, env=os.environ, retry=quick) as client:
+    with RegistryClient(
+        policy.registry, env=os.environ, retry=quick, **_client_options(policy)
+    ) as client:
         checks = run_checks(client, now=datetime.now(UTC), repository=args.repository)
     lines = []
     for check in checks:

@@ -6,6 +6,7 @@ Imports nothing of ours. Each error carries context fields and renders a human `
     ├── PolicyError          invalid policy file(s): a list of located Diagnostic
     ├── RegistryError        the registry answered something we cannot use
     │   ├── AuthError            401/403, bad credentials, token flow failures
+    │   │   └── RedirectRefused      a redirect target answered 401 (never a challenge)
     │   ├── DeleteDisabledError  405 UNSUPPORTED on DELETE
     │   ├── ProtocolError        malformed answer: digest mismatch, schema1, pagination loop
     │   └── TransportError       connection failures, timeouts, retries exhausted
@@ -104,6 +105,12 @@ class RegistryError(RetentionError):
 
 class AuthError(RegistryError):
     """Authentication or authorisation failed (401/403, token endpoint errors)."""
+
+
+class RedirectRefused(AuthError):
+    """A redirect target (another origin than the registry) answered 401. Its challenge is never
+    answered: credentials and tokens belong to the registry's own origin (docs/decisions.md,
+    "What is trusted")."""
 
 
 class DeleteDisabledError(RegistryError):

@@ -134,6 +134,16 @@ class ImageConfig:
         return dict(self.labels).get(key)
 
 
+def load_json(data: bytes | str) -> Any:
+    """`json.loads` for what a registry or token server sent: JSON nested too deeply for the
+    parser (it recurses once per level) is a ValueError like any other unreadable JSON, never a
+    RecursionError that escapes as a traceback."""
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply to read") from exc
+
+
 def _obj(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ProtocolError(f"{what} is not a JSON object")
@@ -184,7 +194,7 @@ def parse_manifest(raw: bytes, content_type: str | None, digest: str) -> Manifes
     refused: its digest cannot be deleted safely and it carries no config blob.
     """
     try:
-        doc = json.loads(raw)
+        doc = load_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"manifest {digest} is not valid JSON: {exc}") from exc
     body = _obj(doc, f"manifest {digest}")
@@ -243,6 +253,11 @@ def parse_config(raw: bytes, digest: str) -> ImageConfig:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return ImageConfig(created=None, labels=())
+    except RecursionError as exc:
+        raise ProtocolError(
+            f"config {digest} is JSON nested too deeply to read",
+            hint="the registry serves a config blob no image builder writes",
+        ) from exc
     if not isinstance(doc, dict):
         return ImageConfig(created=None, labels=())
     created = doc.get("created")

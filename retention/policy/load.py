@@ -48,6 +48,7 @@ from retention.policy.model import (
     Rule,
     Schedule,
     Settings,
+    Timeouts,
     Tls,
 )
 
@@ -89,6 +90,8 @@ _SCALARS = {
 }
 
 _PATTERN_LISTS = ("repositories", "exclude_repositories", "tags", "exclude_tags")
+# Keys whose value is a duration (`newer_than`, `settings.timeouts.*`): one wording for them all.
+_DURATION_KEYS = frozenset({"newer_than", "connect", "read", "request", "run"})
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _CRON_ALIASES = ("@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -258,6 +261,18 @@ def parse_duration(text: str) -> timedelta:
     """`30d` → 30 days (units s m h d w); the schema has already checked the shape."""
     number, unit = int(text[:-1]), text[-1]
     return timedelta(**{_DURATION_UNITS[unit]: number})
+
+
+def _timeouts(data: Mapping[str, Any]) -> Timeouts:
+    """`settings.timeouts` (already checked by the schema) as values, defaults filled in."""
+    default = Timeouts()
+    run = data.get("run")
+    return Timeouts(
+        connect=parse_duration(data["connect"]) if "connect" in data else default.connect,
+        read=parse_duration(data["read"]) if "read" in data else default.read,
+        request=parse_duration(data["request"]) if "request" in data else default.request,
+        run=parse_duration(run) if run is not None else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -888,12 +903,14 @@ class _Check:
             message = "`keep` must be `all` or a mapping with `last` and/or `newer_than`, got "
             self.error(path, None, message + self.what(path, value))
             return
-        if name == "newer_than":
-            unit = f"{value}d" if isinstance(value, int) and not isinstance(value, bool) else "30d"
+        if name in _DURATION_KEYS:
+            suffix, sample = ("d", "30d") if name == "newer_than" else ("s", "120s")
+            number = isinstance(value, int) and not isinstance(value, bool)
+            unit = f"{value}{suffix}" if number else sample
             self.error(
                 path,
                 None,
-                f"expected a duration such as 30d, got {self.what(path, value)}",
+                f"expected a duration such as {sample}, got {self.what(path, value)}",
                 f"write a whole number and a unit: {unit} (s m h d w)",
             )
             return
@@ -1026,7 +1043,7 @@ class _Check:
                 "or write `keep: all`",
             )
         if kind == "pattern":
-            if name == "newer_than":
+            if name in _DURATION_KEYS:
                 return f"{shown} is not a duration", (
                     "a whole number above 0 and a unit, e.g. 30d (s m h d w)"
                 )
@@ -1275,6 +1292,7 @@ class _Check:
                     else MaxDeletions(count=max_del)
                 ),
                 unknown_age=settings.get("unknown_age", "keep"),
+                timeouts=_timeouts(settings.get("timeouts", {})),
             ),
             schedule=(
                 Schedule(cron=schedule["cron"].strip(), timezone=schedule.get("timezone", "UTC"))

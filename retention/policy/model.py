@@ -98,10 +98,22 @@ UnknownAge = Literal["keep", "oldest"]
 
 
 @dataclass(frozen=True, slots=True)
+class Timeouts:
+    """`settings.timeouts`: how long one connection, one silence, one request and one command
+    may take (docs/decisions.md, "What is trusted"). `run` None is unbounded."""
+
+    connect: timedelta = timedelta(seconds=10)
+    read: timedelta = timedelta(seconds=60)
+    request: timedelta = timedelta(seconds=120)
+    run: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     concurrency: int = 8
     max_deletions: MaxDeletions = MaxDeletions(count=500)
     unknown_age: UnknownAge = "keep"
+    timeouts: Timeouts = Timeouts()
 
 
 @dataclass(frozen=True, slots=True)

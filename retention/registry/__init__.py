@@ -8,6 +8,7 @@ from retention.registry.client import (
     Ping,
     RegistryClient,
     RetryPolicy,
+    RunDeadline,
 )
 
-__all__ = ["FetchedManifest", "ManifestRef", "Ping", "RegistryClient", "RetryPolicy"]
+__all__ = ["FetchedManifest", "ManifestRef", "Ping", "RegistryClient", "RetryPolicy", "RunDeadline"]

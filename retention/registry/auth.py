@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from retention.errors import AuthError
+from retention.oci import load_json
 from retention.text import untrusted
 
 logger = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ def parse_token_response(body: bytes, now: float) -> Token:
     """Read `token`/`access_token` and `expires_in` (default 60 s, never less) from a realm
     answer."""
     try:
-        doc: Any = json.loads(body)
+        doc: Any = load_json(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AuthError("the token server answered something that is not JSON") from exc
     if not isinstance(doc, dict):

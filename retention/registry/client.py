@@ -6,11 +6,12 @@ The only module (with `registry.auth`) that speaks HTTP. It returns `oci` values
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
-import json
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import warnings
@@ -23,6 +24,8 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3
+import urllib3.connection
+import urllib3.connectionpool
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 
@@ -31,6 +34,7 @@ from retention.errors import (
     AuthError,
     DeleteDisabledError,
     ProtocolError,
+    RedirectRefused,
     RegistryError,
     TransportError,
 )
@@ -204,7 +208,7 @@ def _error_details(body: bytes) -> tuple[str | None, str | None]:
     server is safe to print as it is built (docs/decisions.md, "Escaping registry strings").
     """
     try:
-        doc = json.loads(body)
+        doc = oci.load_json(body)
     except (ValueError, UnicodeDecodeError):
         return None, None
     if not isinstance(doc, dict):
@@ -276,6 +280,160 @@ _TRANSPORT_ERRORS = (
 )
 
 
+# --- deadlines ---------------------------------------------------------------------------------
+#
+# requests only has socket timeouts: a server that sends one byte per second never trips a 60 s
+# read timeout. Each attempt therefore registers a `_Watch` with the client's watchdog thread; the
+# connection used for it (our urllib3 connection classes, below) attaches itself to the watch of
+# the thread that sends, and when the deadline passes the watchdog shuts the socket down, which
+# ends the blocked read at once. (docs/decisions.md, "What is trusted")
+
+
+@dataclass(frozen=True, slots=True)
+class RunDeadline:
+    """When a whole command must end (`settings.timeouts.run`): a `time.monotonic()` instant,
+    and the configured length for messages."""
+
+    at: float
+    seconds: float
+
+    @classmethod
+    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> RunDeadline:
+        return cls(at=clock() + seconds, seconds=seconds)
+
+
+_current = threading.local()  # .watch: the _Watch of the attempt this thread is sending
+
+
+class _Watch:
+    __slots__ = ("_conn", "_lock", "deadline", "expired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def attach(self, conn: Any) -> None:
+        with self._lock:
+            self._conn = conn
+            expired = self.expired
+        if expired:
+            _shut(conn)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            conn = self._conn
+        if conn is not None:
+            _shut(conn)
+
+
+def _shut(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """One thread per client that ends the attempts whose deadline has passed."""
+
+    TICK: Final = 0.1
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: set[_Watch] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float) -> _Watch:
+        w = _Watch(deadline)
+        with self._lock:
+            self._active.add(w)
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=self._loop, name="retention-deadlines", daemon=True
+                )
+                self._thread.start()
+        return w
+
+    def done(self, w: _Watch) -> None:
+        with self._lock:
+            self._active.discard(w)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.TICK):
+            now = time.monotonic()
+            with self._lock:
+                due = [w for w in self._active if w.deadline <= now]
+            for w in due:
+                w.expire()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=5)
+
+
+def _request_watched(conn: Any, send: Callable[[], None]) -> None:
+    """Send on `conn`, then hand its socket to this thread's watch. The socket, not the
+    connection: http.client drops `conn.sock` once a `Connection: close` answer has begun, while
+    the response goes on reading from it."""
+    w = getattr(_current, "watch", None)
+    if w is not None:
+        w.attach(conn)  # a deadline during connect or send shuts what exists by then
+    send()
+    if w is not None and conn.sock is not None:
+        w.attach(_SocketHolder(conn.sock))
+
+
+class _SocketHolder:
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _request_watched(self, lambda: super(_WatchedHTTPConnection, self).request(*args, **kwargs))
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _request_watched(
+            self, lambda: super(_WatchedHTTPSConnection, self).request(*args, **kwargs)
+        )
+
+
+class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS: Final = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """An adapter whose connections (direct or through a proxy) can be ended by a deadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        return manager
+
+
 class RegistryClient:
     """A thread-safe client for one registry (Docker Registry HTTP API v2 / OCI distribution).
 
@@ -294,8 +452,13 @@ class RegistryClient:
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         page_size: int = PAGE_SIZE,
+        request_timeout: float | None = 120.0,
+        deadline: RunDeadline | None = None,
     ) -> None:
         self.url = normalise_url(config.url)
+        self._request_timeout = request_timeout
+        self._deadline = deadline
+        self._watchdog = _Watchdog()
         self._env: Mapping[str, str] = os.environ if env is None else env
         # per (scheme, host): read once, not parsed from the environment on every request
         self._proxy_cache: dict[tuple[str, str], dict[str, str]] = {}
@@ -321,7 +484,9 @@ class RegistryClient:
         session = requests.Session()
         session.trust_env = False  # no hidden inputs: no ~/.netrc, no REQUESTS_CA_BUNDLE
         session.headers["User-Agent"] = USER_AGENT
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(1, concurrency), max_retries=0)
+        adapter = _WatchedAdapter(
+            pool_connections=4, pool_maxsize=max(1, concurrency), max_retries=0
+        )
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         tls = config.tls
@@ -346,6 +511,7 @@ class RegistryClient:
 
     def close(self) -> None:
         self._session.close()
+        self._watchdog.close()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -722,7 +888,7 @@ class RegistryClient:
 
     def _page_items(self, resp: _Response, key: str, what: str, name: str | None) -> list[str]:
         try:
-            doc: Any = json.loads(resp.body)
+            doc: Any = oci.load_json(resp.body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(
                 f"{what}: the page is not valid JSON", url=self._redact(resp.url)
@@ -784,6 +950,17 @@ class RegistryClient:
             )
             if resp.status != 401:
                 return resp
+            if _origin(resp.url) != _origin(self.url):
+                # A 401 from a redirect target (object storage, or a host the registry points
+                # at) is not the registry's challenge: answering it would send the registry's
+                # credentials, or a token, to a realm that host chose.
+                raise RedirectRefused(
+                    f"the redirect target {self._redact(resp.url)} refused the request "
+                    "(HTTP 401); its challenge is not the registry's, so nothing was sent to it",
+                    url=self._redact(url),
+                    status=401,
+                    hint="a registry that redirects to storage must give it a signed URL",
+                )
             challenges = self._challenges(resp)
             bearer = next((c for c in challenges if c.scheme == "bearer"), None)
             if authorization is None and not answered_challenge:
@@ -975,6 +1152,14 @@ class RegistryClient:
                 if retry_after is not None
                 else backoff_delay(policy, attempt - 1, self._rand)
             )
+            if self._deadline is not None and time.monotonic() + delay >= self._deadline.at:
+                logger.debug(
+                    "%s %s: not waiting %.1fs (the run's deadline comes first)",
+                    method,
+                    self._redact(url),
+                    delay,
+                )
+                break
             if waited + delay > policy.budget:
                 logger.debug(
                     "%s %s: not waiting %.1fs (retry budget %.0fs)",
@@ -1015,6 +1200,59 @@ class RegistryClient:
         ) from last_exc
 
     def _attempt(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        max_bytes: int,
+        follow_redirects: bool,
+    ) -> _Response:
+        """One HTTP exchange within its deadline: `settings.timeouts.request` from now, or the
+        run's deadline when that comes first. A deadline that passes is a TransportError, not
+        retried: the next attempt would meet the same server."""
+        now = time.monotonic()
+        limits: list[tuple[float, str]] = []
+        if self._request_timeout is not None:
+            limits.append(
+                (
+                    now + self._request_timeout,
+                    f"no complete answer within {self._request_timeout:g}s "
+                    "(settings.timeouts.request)",
+                )
+            )
+        if self._deadline is not None:
+            limits.append(
+                (
+                    self._deadline.at,
+                    f"the command's deadline passed ({self._deadline.seconds:g}s, "
+                    "settings.timeouts.run)",
+                )
+            )
+        if not limits:
+            return self._exchange(method, url, headers, body, max_bytes, follow_redirects)
+        at, why = min(limits)
+        hint = (
+            "the registry, or something in front of it, answers too slowly; raise "
+            "settings.timeouts in the policy if it is only slow"
+        )
+        if at <= now:
+            raise TransportError(f"{method} not sent: {why}", url=self._redact(url), hint=hint)
+        watch = self._watchdog.watch(at)
+        _current.watch = watch
+        try:
+            return self._exchange(method, url, headers, body, max_bytes, follow_redirects)
+        except Exception as exc:
+            if watch.expired:
+                raise TransportError(
+                    f"{method} failed: {why}", url=self._redact(url), hint=hint
+                ) from exc
+            raise
+        finally:
+            _current.watch = None
+            self._watchdog.done(watch)
+
+    def _exchange(
         self,
         method: str,
         url: str,

@@ -3,8 +3,10 @@
 Each `Fault` matches requests by method and a path regex and acts on the next `times` of them:
 answer a status (429 with Retry-After, 503 bursts), reset the connection, answer slowly,
 truncate the body, override a response header (a wrong `Docker-Content-Digest`), redirect, or
-let a handler rewrite the real answer (pagination pages). Everything else is forwarded as is.
-Every request is recorded. With `tls=` it serves https (a TLS front for certificate tests).
+let a handler rewrite the real answer (pagination pages), or drip the answer (headers or body)
+one byte per interval. Everything else is forwarded as is. Every request is recorded. With
+`tls=` it serves https (a TLS front for certificate tests); `host="127.0.0.2"` binds it to the
+"other host".
 Never imports `retention`.
 """
 
@@ -15,6 +17,7 @@ import re
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,7 +37,9 @@ __all__ = [
     "Upstream",
 ]
 
-Action = Literal["status", "reset", "drop_response", "delay", "truncate", "header", "respond"]
+Action = Literal[
+    "status", "reset", "drop_response", "delay", "truncate", "header", "respond", "drip"
+]
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 
 
@@ -94,7 +99,9 @@ class Fault:
     keep: int = 0  # for "truncate": bytes of the body sent before closing
     header_name: str = ""  # for "header"
     header_value: str | None = None  # for "header"; None removes the header
-    handler: Callable[[RecordedRequest, Upstream], Exchange] | None = None  # for "respond"
+    handler: Callable[[RecordedRequest, Upstream], Exchange] | None = None  # for "respond"/"drip"
+    drip: Literal["headers", "body"] = "body"  # for "drip": what is sent one byte at a time
+    interval: float = 1.0  # for "drip": seconds between two bytes
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -112,13 +119,18 @@ class FaultProxy:
     `requests` lists what came in.
     """
 
-    def __init__(self, upstream: str, *, tls: CertPair | None = None) -> None:
+    def __init__(
+        self, upstream: str, *, tls: CertPair | None = None, host: str = "127.0.0.1"
+    ) -> None:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or parts.port is None:
             raise ValueError(f"upstream must be http://host:port, not {upstream!r}")
         self.upstream_host = parts.hostname
         self.upstream_port = parts.port
         self.tls = tls
+        if host not in ("127.0.0.1", "127.0.0.2"):
+            raise ValueError("the fault proxy binds to 127.0.0.1 or 127.0.0.2 only")
+        self.host = host
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._records: list[RecordedRequest] = []
@@ -128,7 +140,7 @@ class FaultProxy:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        server = _QuietServer((self.host, 0), _handler_for(self))
         server.daemon_threads = True
         if self.tls is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -170,7 +182,7 @@ class FaultProxy:
     @property
     def url(self) -> str:
         scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://127.0.0.1:{self.port}"
+        return f"{scheme}://{self.host}:{self.port}"
 
     # -- script and record ----------------------------------------------------------------------
 
@@ -220,6 +232,15 @@ class FaultProxy:
             conn.close()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up mid-answer (a deadline, a body over its cap) is not an error."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
 def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -249,6 +270,33 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if not head:
                 self.wfile.write(exchange.body if keep is None else exchange.body[:keep])
+            self.wfile.flush()
+
+        def _drip(self, exchange: Exchange, *, head: bool, part: str, interval: float) -> None:
+            """Send `exchange` with its headers (or its body) one byte per `interval` seconds;
+            stops when the client hangs up."""
+            reason = self.responses.get(exchange.status, ("",))[0]
+            lines = [f"HTTP/1.1 {exchange.status} {reason}"]
+            for key, value in exchange.headers:
+                if key.lower() in _HOP_BY_HOP or key.lower() == "content-length":
+                    continue
+                lines.append(f"{key}: {value}")
+            lines.append(f"Content-Length: {len(exchange.body)}")
+            lines.append("Connection: close")
+            header = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            body = b"" if head else exchange.body
+            self.close_connection = True
+            if part == "headers":
+                slow, fast = header, body
+            else:
+                self.wfile.write(header)
+                self.wfile.flush()
+                slow, fast = body, b""
+            for i in range(len(slow)):
+                self.wfile.write(slow[i : i + 1])
+                self.wfile.flush()
+                time.sleep(interval)
+            self.wfile.write(fast)
             self.wfile.flush()
 
         def _reset(self) -> None:
@@ -301,6 +349,9 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 elif fault.action == "respond":
                     assert fault.handler is not None
                     self._send(fault.handler(record, upstream), head=head)
+                elif fault.action == "drip":
+                    answer = fault.handler(record, upstream) if fault.handler else upstream()
+                    self._drip(answer, head=head, part=fault.drip, interval=fault.interval)
                 else:  # pragma: no cover - Literal exhausts it
                     raise AssertionError(fault.action)
             except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):

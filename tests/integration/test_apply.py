@@ -75,14 +75,15 @@ def test_apply_deletes_exactly_the_plan_with_the_request_budget(
         by_kind[kind] = by_kind.get(kind, 0) + 1
     listed_tags = sum(len(e.tags) for e in plan.deletions)
     untagged = sum(1 for e in plan.deletions if not e.tags)
-    # 1 tags/list per repository + 1 per listed tag + 1 per untagged entry + 1 DELETE each
+    # 1 tags/list per repository + 1 per listed tag + 1 per untagged entry + 1 DELETE each,
+    # and 1 HEAD of the digest confirming each DELETE (it must answer 404)
     assert by_kind == {
         "tags": 2,
         "GET": 7 + untagged,  # one GET per tagged entry (its first tag), one per untagged one
-        "HEAD": listed_tags - 7,  # v3-alias: the second tag of v3
+        "HEAD": listed_tags - 7 + 9,  # v3-alias: the second tag of v3; 9 confirmations
         "DELETE": 9,
     }
-    assert by_kind["GET"] + by_kind["HEAD"] == listed_tags + untagged
+    assert by_kind["GET"] + by_kind["HEAD"] == listed_tags + untagged + 9
 
 
 def test_a_rerun_finds_nothing_to_do_and_deletes_nothing(

@@ -111,7 +111,8 @@ def test_artifacts_wait_for_their_subject_and_follow_it(tmp_path: Path) -> None:
 
 
 def test_requests_per_entry(tmp_path: Path) -> None:
-    """1 tags/list per repository, 1 request per listed tag (1 per untagged entry), 1 DELETE."""
+    """1 tags/list per repository, 1 request per listed tag (1 per untagged entry), 1 DELETE and
+    1 HEAD of the digest confirming it."""
     fake = OrderFake()
     index, kids = _multi(fake, "old", "x")
     two = image_raw("two-tags")
@@ -123,7 +124,8 @@ def test_requests_per_entry(tmp_path: Path) -> None:
     )
     _apply(plan, fake, tmp_path / "j")
     assert fake.count("tags") == 1
-    assert fake.count("GET") + fake.count("HEAD") == 1 + 2 + 2  # index tag, 2 children, 2 tags
+    # index tag, 2 children, 2 tags; then one confirming HEAD per DELETE
+    assert fake.count("GET") + fake.count("HEAD") == 1 + 2 + 2 + 4
     assert fake.count("DELETE") == 4
     assert ("HEAD", "app", "latest") not in fake.calls and (
         "GET",
