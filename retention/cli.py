@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,7 @@ import re2
 
 from retention import __version__
 from retention import plan as plan_mod
+from retention import progress as progress_mod
 from retention.apply import ApplyReport, Preflight, ProgressEvent, apply_plan, check_plan
 from retention.cache import DigestCache
 from retention.doctor import run_checks
@@ -326,25 +328,59 @@ def _cache_dir() -> Path:
     return Path(base) / "retention" / "digests"
 
 
-class _TtyProgress:
-    """Draws `phase done/total` on stderr when it is a terminal; costs nothing otherwise."""
+class _Progress:
+    """Progress of the phases of long work on stderr (retention.progress): on a terminal one
+    line per phase, redrawn at most 10 times a second; with `--log-format json` a JSON event a
+    second per phase and its final one; otherwise nothing. Safe to call from several threads."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = ""
+    def __init__(
+        self,
+        mode: str,
+        *,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.mode = mode  # "off", "tty" or "json"
+        self._stream = stream
+        self._meter = progress_mod.Meter(clock, interval=1.0 if mode == "json" else 0.1)
+        self._lock = threading.Lock()
+        self._open = False  # a terminal line is drawn and not yet ended
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        if not self.enabled:
+        if self.mode == "off":
             return
-        line = f"\r{phase}: {done}/{total}"
-        if line != self._last:
-            sys.stderr.write(line + ("\n" if done >= total else ""))
-            sys.stderr.flush()
-            self._last = line
+        with self._lock:
+            update = self._meter.report(phase, done, total)
+            if update is None:
+                return
+            stream = self._stream or sys.stderr
+            if self.mode == "json":
+                stream.write(json.dumps(progress_mod.event(update), sort_keys=True) + "\n")
+            else:
+                stream.write(
+                    f"\r\x1b[K{progress_mod.line(update)}" + ("\n" if update.final else "")
+                )
+                self._open = not update.final
+            stream.flush()
+
+    def close(self) -> None:
+        """End a line left open by a phase that did not finish (an error, a stop)."""
+        with self._lock:
+            if self._open:
+                (self._stream or sys.stderr).write("\n")
+                self._open = False
 
 
-def _progress(args: argparse.Namespace) -> _TtyProgress:
-    return _TtyProgress(sys.stderr.isatty() and not args.quiet)
+def _progress(args: argparse.Namespace) -> _Progress:
+    if args.quiet:
+        return _Progress("off")
+    if args.log_format == "json":
+        return _Progress("json")
+    return _Progress("tty" if _stderr_is_tty() else "off")
 
 
 # --shard K/N: N workers (a Kubernetes Indexed Job) each plan and apply their share of the
@@ -411,15 +447,19 @@ def _take(
             policy.registry, concurrency=policy.settings.concurrency, env=os.environ
         ) as client,
     ):
-        return take_inventory(
-            client,
-            now=now,
-            select=select,
-            complete=select_pattern is None and (shard is None or shard.count == 1),
-            concurrency=policy.settings.concurrency,
-            cache=cache,
-            progress=progress or (lambda phase, done, total: None),
-        )
+        try:
+            return take_inventory(
+                client,
+                now=now,
+                select=select,
+                complete=select_pattern is None and (shard is None or shard.count == 1),
+                concurrency=policy.settings.concurrency,
+                cache=cache,
+                progress=progress or (lambda phase, done, total: None),
+            )
+        finally:
+            if isinstance(progress, _Progress):
+                progress.close()
 
 
 def _make_plan(
@@ -1385,29 +1425,22 @@ def _run_apply(
     if not _confirm(question, yes=args.yes, what="the deletion"):
         print("aborted: nothing was deleted", file=sys.stderr)
         return ExitCode.ERROR
-    show_progress = _stderr_is_tty() and not args.quiet
+    sink = _progress(args)
 
     def progress(event: ProgressEvent) -> None:
-        if show_progress:
-            o = event.outcome
-            ref = _short_ref(o.entry.repository, o.entry.digest)
-            print(
-                f"\r\x1b[K[{event.done}/{event.total}] {o.kind} {ref}",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+        sink("deletions", event.done, event.total)
 
-    report = _execute_plan(
-        plan,
-        plan_sha256,
-        policy,
-        journal_path=journal_path,
-        verify_kept=verify_kept,
-        progress=progress,
-    )
-    if show_progress:
-        print(file=sys.stderr)
+    try:
+        report = _execute_plan(
+            plan,
+            plan_sha256,
+            policy,
+            journal_path=journal_path,
+            verify_kept=verify_kept,
+            progress=progress,
+        )
+    finally:
+        sink.close()
     _print_apply_report(report, journal_path, args.quiet)
     if report.error is not None:
         print(f"error: {report.error.diagnostics()}", file=sys.stderr)

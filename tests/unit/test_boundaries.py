@@ -42,7 +42,18 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "markdown": ({"plan", "oci", "text"}, set()),
     "progress": (set(), set()),
 }
-PURE = {"markdown", "progress", "text", "oci", "model", "policy.model", "policy.load", "evaluate", "plan", "starter"}
+PURE = {
+    "markdown",
+    "progress",
+    "text",
+    "oci",
+    "model",
+    "policy.model",
+    "policy.load",
+    "evaluate",
+    "plan",
+    "starter",
+}
 # The pure core may not reach the network, the clock or the environment (STYLE.md).
 FORBIDDEN_IN_PURE = {"requests", "time", "urllib3", "socket", "subprocess"}
 
