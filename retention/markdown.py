@@ -7,6 +7,7 @@ escapes Markdown and HTML, so no name can break out of its table cell or `<detai
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +30,12 @@ _SHORT_DIGEST: Final = 12  # hex digits after `sha256:`, as `docker images` show
 # block, such as the `<summary>` line, they are the only escaping that works).
 _HTML: Final = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
 # CommonMark 2.4: any ASCII punctuation may be backslash-escaped; GFM tables also honour `\|`.
-_MARKDOWN_PUNCTUATION: Final = frozenset("\\`*_{}[]()#+-.!|~:;=^$%,/?@")
+# These are the ones that open something anywhere in a line: code spans, emphasis, links and
+# images, cells, strikethrough, GitHub's math (`$`), and the autolinks that `:`, `.` and `@` start.
+_MARKDOWN_PUNCTUATION: Final = frozenset("\\`*_[]()!|~$:.@")
+# ...and these only at the start of a block (a list item's text): headings, lists, quotes, rules
+_LINE_START: Final = frozenset("#+-=>")
+_PIECE: Final = re.compile(r"\\.|&#?\w+;|.", re.DOTALL)
 
 
 def escape(text: str, context: Literal["markdown", "html"] = "markdown") -> str:
@@ -43,11 +49,13 @@ def escape(text: str, context: Literal["markdown", "html"] = "markdown") -> str:
     """
     shown = untrusted(text)
     out: list[str] = []
-    for char in shown:
+    for i, char in enumerate(shown):
         if char in _HTML:
             out.append(_HTML[char])
-        elif context == "markdown" and char in _MARKDOWN_PUNCTUATION:
-            out.append("\\" + char)
+        elif context == "markdown" and (
+            char in _MARKDOWN_PUNCTUATION or (i == 0 and char in _LINE_START)
+        ):
+            out.append("\\" + char)  # (`1.` and `1)` cannot start a list: `.` `)` are escaped)
         else:
             out.append(char)
     return "".join(out)
@@ -55,16 +63,18 @@ def escape(text: str, context: Literal["markdown", "html"] = "markdown") -> str:
 
 def _clip(text: str, most: int, context: Literal["markdown", "html"] = "markdown") -> str:
     """`escape(text)` cut to at most `most` characters (plus `…`), never inside an escape."""
+    escaped = escape(text, context)
+    if len(escaped) <= most:
+        return escaped
     out: list[str] = []
     used = 0
-    for char in text:
-        piece = escape(char, context)
+    for match in _PIECE.finditer(escaped):
+        piece = match.group()
         if used + len(piece) > most:
-            out.append("…")
             break
         out.append(piece)
         used += len(piece)
-    return "".join(out)
+    return "".join(out) + "…"
 
 
 @dataclass(frozen=True, slots=True)

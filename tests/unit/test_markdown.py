@@ -66,6 +66,12 @@ ESCAPES = [
     ("html", "<b>&", "&lt;b&gt;&amp;"),
     ("emphasis", "*a*_b_", "\\*a\\*\\_b\\_"),
     ("link", "[a](b)", "\\[a\\]\\(b\\)"),
+    ("autolink", "http://a.b", "http\\://a\\.b"),
+    ("mention", "@team", "\\@team"),
+    ("math", "$x$", "\\$x\\$"),
+    ("leading-list-marker", "- a-b", "\\- a-b"),
+    ("leading-heading", "# a#b", "\\# a#b"),
+    ("leading-quote", "> a", "&gt; a"),
     ("escape-char", "\x1b", "\\\\x1b"),
     ("bidi", "\u202e", "\\\\u202e"),
     ("newline", "a\nb", "a\\\\x0ab"),
@@ -92,6 +98,26 @@ def test_any_text_renders_as_itself_shown_escaped_in_one_cell(text: str) -> None
     doc = f"| a |\n|---|\n| {escape(text)} |\n"
     rows = _rows(_parser().parse(doc))
     assert rows == [[untrusted(text).strip()]] or (rows == [[""]] and not untrusted(text).strip())
+
+
+@given(st.text(max_size=40))
+def test_any_text_renders_as_itself_in_one_list_item(text: str) -> None:
+    tokens = _parser().parse(f"- {escape(text)}\n")
+    kinds = [t.type for t in tokens]
+    shown = untrusted(text).strip()
+    texts = [
+        "".join(c.content for c in t.children or [] if c.type == "text")
+        for t in tokens
+        if t.type == "inline"
+    ]
+    assert kinds.count("list_item_open") == 1
+    assert texts == ([shown] if shown else [])
+
+
+@given(st.text(alphabet="#+-=>*_`[]()!|~$:.@<&\\1. \x1b", max_size=20))
+def test_markdown_punctuation_renders_as_itself(text: str) -> None:
+    doc = f"| a |\n|---|\n| {escape(text)} |\n"
+    assert _rows(_parser().parse(doc)) == [[untrusted(text).strip()]]
 
 
 @given(st.text(max_size=40))
