@@ -45,15 +45,19 @@ class Meter:
         self._clock = clock
         self._interval = interval
         self._phase: str | None = None
-        self._started = 0.0
+        # Phases run one after another and report only while under way: a phase began when the
+        # one before it last reported (the first when the meter was made).
+        self._last_report = clock()
+        self._started = self._last_report
         self._last_emit: float | None = None
         self._last_done = -1
         self._finished = False
 
     def report(self, phase: str, done: int, total: int) -> Update | None:
-        now = self._clock()
+        now, began = self._clock(), self._last_report
+        self._last_report = now
         if phase != self._phase:
-            self._phase, self._started = phase, now
+            self._phase, self._started = phase, began
             self._last_done, self._finished = -1, False
             self._last_emit = None
         final = done >= total

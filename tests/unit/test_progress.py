@@ -81,16 +81,18 @@ def test_the_meter_shows_at_most_one_update_per_interval_and_every_final() -> No
     assert meter.report("tags", 100, 100) is None  # the final is shown once
 
 
-def test_each_phase_starts_its_own_clock() -> None:
+def test_a_phase_starts_when_the_one_before_last_reported() -> None:
     clock = Clock()
-    meter = Meter(clock)
-    assert meter.report("repositories", 1, 1) is not None
+    meter = Meter(clock)  # made at 100: the first phase starts then
+    clock.now += 1
+    repositories = meter.report("repositories", 4, 4)
     clock.now += 5
-    first = meter.report("tags", 0, 10)
+    tags = meter.report("tags", 0, 10)
     clock.now += 2
-    later = meter.report("tags", 4, 10)
-    assert first is not None and first.elapsed == 0
-    assert later is not None and later.elapsed == 2 and later.rate == 2.0 and later.eta == 3.0
+    later = meter.report("tags", 7, 10)
+    assert repositories is not None and repositories.elapsed == 1 and repositories.rate == 4.0
+    assert tags is not None and tags.elapsed == 5
+    assert later is not None and later.elapsed == 7 and later.rate == 1.0 and later.eta == 3.0
 
 
 def test_an_unchanged_count_is_not_redrawn() -> None:
@@ -105,15 +107,16 @@ def test_the_terminal_sink_redraws_one_line_per_phase() -> None:
     clock = Clock()
     out = io.StringIO()
     sink = _Progress("tty", stream=out, clock=clock)
+    clock.now += 1
     sink("repositories", 2, 2)
     for i in range(0, 11):
         clock.now += 0.2
         sink("tags", i, 10)
     text = out.getvalue()
     assert text.count("\n") == 2  # one finished line per phase
-    assert text.startswith("\r\x1b[Krepositories: 2/2 (100%)")
-    assert text.endswith("tags: 10/10 (100%), 5.0/s, done in 2s\n")
-    assert "\r\x1b[Ktags: 5/10 (50%), 5.0/s, ETA 1s" in text
+    assert text.startswith("\r\x1b[Krepositories: 2/2 (100%), 2.0/s, done in 1s\n")
+    assert text.endswith("tags: 10/10 (100%), 4.5/s, done in 2s\n")
+    assert "\r\x1b[Ktags: 5/10 (50%), 4.2/s, ETA 1s" in text
 
 
 def test_close_ends_an_unfinished_line() -> None:
@@ -136,7 +139,7 @@ def test_json_events_are_periodic() -> None:
     assert [e["done"] for e in events] == [0, 4, 8, 12]
     assert events[-1]["final"] is True and events[-1]["eta_seconds"] == 0.0
     assert events[1]["phase"] == "images" and events[1]["total"] == 12
-    assert events[1]["rate_per_second"] == 4.0
+    assert events[1]["rate_per_second"] == 3.2  # 4 in 1.25 s: the phase began with the sink
     assert events[1]["message"] == events[1]["message"].strip() and "ETA 2s" in events[1]["message"]
     assert set(events[0]) == set(event(Update("images", 0, 12, 0.0, False)))
     assert {e["event"] for e in events} == {"progress"}
