@@ -111,12 +111,15 @@ def render_markdown(
     # the closing note is at most this long; reserve it before the sections take the budget
     reserve = len(_omitted_note(total, total, per_repository)) + 2
     budget = limit - len(head) - len(warnings) - reserve
+    drafts = [_Draft.of(repo, by_repo[repo], now, per_repository) for repo in sorted(by_repo)]
+    # the same number of rows for every repository, as many as fit: each gets its share
+    rows = _most_rows(drafts, per_repository, budget)
     sections: list[str] = []
     listed = 0
-    for repo in sorted(by_repo):
-        section, shown = _section(repo, by_repo[repo], now, per_repository, budget)
+    for draft in drafts:
+        section, shown = draft.render(rows if rows is not None else per_repository, budget)
         if section is None:
-            break
+            break  # (only without a common number of rows: not even every opening fits)
         sections.append(section)
         budget -= len(section)
         listed += shown
@@ -206,31 +209,67 @@ def _summary_table(plan: Plan, by_repo: dict[str, list[Entry]], budget: int) -> 
 _TABLE_HEAD: Final = "| tags | digest | age | size | rule | reason |\n|---|---|--:|--:|---|---|\n"
 
 
-def _section(
-    repo: str, entries: list[Entry], now: datetime, per_repository: int, budget: int
-) -> tuple[str | None, int]:
-    """One repository's `<details>`: as many rows as fit `per_repository` and `budget`; None when
-    not even its opening fits."""
-    tags = sum(len(e.tags) for e in entries)
-    size = human_bytes(sum(e.size for e in entries))
-    opening = (
-        f"<details><summary>{_clip(repo, _MAX_NAME_CHARS, 'html')}: "
-        f"{_count(len(entries), 'image')} "
-        f"({_count(tags, 'tag')}), {size}</summary>\n\n" + _TABLE_HEAD
-    )
-    rows: list[str] = []
-    used = len(opening) + len(_closing(len(entries)))
-    for e, depth in _ordered(entries):
-        if len(rows) >= per_repository:
-            break
-        row = _row(e, depth, now)
-        if used + len(row) > budget:
-            break
-        rows.append(row)
-        used += len(row)
-    if not rows and used > budget:
-        return None, 0
-    return opening + "".join(rows) + _closing(len(entries) - len(rows)), len(rows)
+@dataclass(frozen=True, slots=True)
+class _Draft:
+    """One repository's `<details>` section before it is cut to size: its opening and the first
+    `per_repository` rows."""
+
+    opening: str
+    rows: tuple[str, ...]
+    entries: int
+
+    @classmethod
+    def of(cls, repo: str, entries: list[Entry], now: datetime, per_repository: int) -> _Draft:
+        tags = sum(len(e.tags) for e in entries)
+        size = human_bytes(sum(e.size for e in entries))
+        opening = (
+            f"<details><summary>{_clip(repo, _MAX_NAME_CHARS, 'html')}: "
+            f"{_count(len(entries), 'image')} "
+            f"({_count(tags, 'tag')}), {size}</summary>\n\n" + _TABLE_HEAD
+        )
+        rows: list[str] = []
+        for e, depth in _ordered(entries):
+            if len(rows) >= per_repository:
+                break
+            rows.append(_row(e, depth, now))
+        return cls(opening, tuple(rows), len(entries))
+
+    def size(self, rows: int) -> int:
+        shown = min(rows, len(self.rows))
+        return (
+            len(self.opening)
+            + sum(len(r) for r in self.rows[:shown])
+            + len(_closing(self.entries - shown))
+        )
+
+    def render(self, rows: int, budget: int) -> tuple[str | None, int]:
+        """At most `rows` rows, as many as fit `budget`, and how many; None when not even the
+        opening fits."""
+        shown = min(rows, len(self.rows))
+        while shown > 0 and self.size(shown) > budget:
+            shown -= 1
+        if self.size(shown) > budget:
+            return None, 0
+        return self.opening + "".join(self.rows[:shown]) + _closing(self.entries - shown), shown
+
+
+def _most_rows(drafts: list[_Draft], per_repository: int, budget: int) -> int | None:
+    """The largest number of rows per repository (at least 1) with which every section fits
+    `budget`; None when not even one row each does."""
+
+    def fits(rows: int) -> bool:
+        return sum(d.size(rows) for d in drafts) <= budget
+
+    if not drafts or not fits(1):
+        return None
+    low, high = 1, per_repository
+    while low < high:
+        middle = (low + high + 1) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _closing(hidden: int) -> str:

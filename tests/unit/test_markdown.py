@@ -245,3 +245,14 @@ def test_deterministic() -> None:
     assert render_markdown(plan, now=NOW).text == first
     # the order in which entries were listed does not matter
     assert render_markdown(shuffled, now=NOW).text == first
+
+
+def test_every_repository_gets_the_same_share_of_rows() -> None:
+    rendered = render_markdown(_plan(10_000, 40), now=NOW)
+    tokens = _parser().parse(rendered.text)
+    sections = [t for t in tokens if t.type == "html_block" and t.content.startswith("<details>")]
+    assert len(sections) == 40
+    counts = rendered.text.count("… and ")
+    assert counts == 40  # each section cut, with its count
+    per_section = (10_000 - rendered.omitted) // 40
+    assert per_section * 40 == 10_000 - rendered.omitted and per_section >= 5
