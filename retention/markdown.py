@@ -153,7 +153,7 @@ def _header(plan: Plan) -> Iterator[str]:
     yield f"| generated at | {format_time(plan.generated_at)} |\n"
     # fields later plan versions carry (DESIGN: evaluated_at, inventory_source); shown when set
     evaluated_at: datetime | None = getattr(plan, "evaluated_at", None)
-    if evaluated_at is not None and evaluated_at != plan.generated_at:
+    if evaluated_at is not None:
         yield f"| evaluated at | {format_time(evaluated_at)} |\n"
     source: str | None = getattr(plan, "inventory_source", None)
     if source is not None:
