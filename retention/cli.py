@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +34,7 @@ import re2
 
 from retention import __version__
 from retention import plan as plan_mod
+from retention import progress as progress_mod
 from retention.apply import ApplyReport, Preflight, ProgressEvent, apply_plan, check_plan
 from retention.cache import DigestCache
 from retention.doctor import run_checks
@@ -41,6 +43,7 @@ from retention.evaluate import TagVerdict, age_words, evaluate, explain
 from retention.gc import DEFAULT_TIMEOUT_SECONDS, run_gc, untagged_warnings
 from retention.inventory import Progress, Shard, take_inventory
 from retention.journal import Journal, default_journal_path, read_journal, redact_url
+from retention.markdown import render_markdown
 from retention.model import Inventory, Repository, outside_grammar
 from retention.oci import format_time
 from retention.plan import Plan, human_bytes, render_text
@@ -371,25 +374,59 @@ def _cache_dir() -> Path:
     return Path(base) / "retention" / "digests"
 
 
-class _TtyProgress:
-    """Draws `phase done/total` on stderr when it is a terminal; costs nothing otherwise."""
+class _Progress:
+    """Progress of the phases of long work on stderr (retention.progress): on a terminal one
+    line per phase, redrawn at most 10 times a second; with `--log-format json` a JSON event a
+    second per phase and its final one; otherwise nothing. Safe to call from several threads."""
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._last = ""
+    def __init__(
+        self,
+        mode: str,
+        *,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.mode = mode  # "off", "tty" or "json"
+        self._stream = stream
+        self._meter = progress_mod.Meter(clock, interval=1.0 if mode == "json" else 0.1)
+        self._lock = threading.Lock()
+        self._open = False  # a terminal line is drawn and not yet ended
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        if not self.enabled:
+        if self.mode == "off":
             return
-        line = f"\r{phase}: {done}/{total}"
-        if line != self._last:
-            sys.stderr.write(line + ("\n" if done >= total else ""))
-            sys.stderr.flush()
-            self._last = line
+        with self._lock:
+            update = self._meter.report(phase, done, total)
+            if update is None:
+                return
+            stream = self._stream or sys.stderr
+            if self.mode == "json":
+                stream.write(json.dumps(progress_mod.event(update), sort_keys=True) + "\n")
+            else:
+                stream.write(
+                    f"\r\x1b[K{progress_mod.line(update)}" + ("\n" if update.final else "")
+                )
+                self._open = not update.final
+            stream.flush()
+
+    def close(self) -> None:
+        """End a line left open by a phase that did not finish (an error, a stop)."""
+        with self._lock:
+            if self._open:
+                (self._stream or sys.stderr).write("\n")
+                self._open = False
 
 
-def _progress(args: argparse.Namespace) -> _TtyProgress:
-    return _TtyProgress(sys.stderr.isatty() and not args.quiet)
+def _progress(args: argparse.Namespace) -> _Progress:
+    if args.quiet:
+        return _Progress("off")
+    if args.log_format == "json":
+        return _Progress("json")
+    return _Progress("tty" if _stderr_is_tty() else "off")
 
 
 # --shard K/N: N workers (a Kubernetes Indexed Job) each plan and apply their share of the
@@ -459,15 +496,19 @@ def _take(
             **_client_options(policy),
         ) as client,
     ):
-        return take_inventory(
-            client,
-            now=now,
-            select=select,
-            complete=select_pattern is None and (shard is None or shard.count == 1),
-            concurrency=policy.settings.concurrency,
-            cache=cache,
-            progress=progress or (lambda phase, done, total: None),
-        )
+        try:
+            return take_inventory(
+                client,
+                now=now,
+                select=select,
+                complete=select_pattern is None and (shard is None or shard.count == 1),
+                concurrency=policy.settings.concurrency,
+                cache=cache,
+                progress=progress or (lambda phase, done, total: None),
+            )
+        finally:
+            if isinstance(progress, _Progress):
+                progress.close()
 
 
 def _make_plan(
@@ -502,7 +543,17 @@ def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-p", "--policy", required=True, help="the policy file")
     p.add_argument("-o", "--output", help="write the plan (JSON) to this file, for apply")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="stdout format")
+    p.add_argument(
+        "--format",
+        choices=("text", "json", "markdown"),
+        default="text",
+        help="stdout format; markdown: for a merge-request comment or a CI step summary",
+    )
+    p.add_argument(
+        "--markdown-output",
+        metavar="FILE",
+        help="also write the plan as Markdown to this file (beside the JSON of -o)",
+    )
     p.add_argument(
         "--detailed-exitcode",
         action="store_true",
@@ -537,15 +588,38 @@ def _read_inventory(path: str) -> Inventory:
         raise InventoryError(f"{path}: {exc.message}", hint=_SAVE_INVENTORY) from exc
 
 
-def _check_output(path: str | None) -> None:
+def _check_output(path: str | None, flag: str = "-o") -> None:
     """Fail before the registry walk, not after it, when `-o` cannot be written."""
     if path is None or path == "-":
         return
     folder = Path(path).parent
     if not folder.is_dir():
         raise RetentionError(
-            f"-o {path}: the folder {folder} does not exist", hint="create it, or pick another"
+            f"{flag} {path}: the folder {folder} does not exist", hint="create it, or pick another"
         )
+
+
+def _markdown(plan: Plan, now: datetime) -> str:
+    rendered = render_markdown(plan, now=now)
+    if rendered.omitted:
+        log.info("the Markdown plan leaves out %d of its deletions", rendered.omitted)
+    return rendered.text
+
+
+def _plan_now(plan: Plan) -> datetime:
+    """The `now` a saved plan was evaluated at, which its ages are counted from: `evaluated_at`
+    where the plan records it (`--as-of`), else `generated_at`."""
+    evaluated_at: datetime | None = getattr(plan, "evaluated_at", None)
+    return evaluated_at or plan.generated_at
+
+
+def _read_plan(path: str) -> tuple[Plan, bytes]:
+    """A saved plan, schema-checked: the one loading `apply` and `show` share."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise RetentionError(f"cannot read plan {path}: {exc.strerror or exc}") from exc
+    return plan_mod.from_json(data, path), data
 
 
 def _write(path: str | None, text: str) -> None:
@@ -576,6 +650,7 @@ def _narrow(inventory: Inventory, repository: str | None, shard: Shard | None = 
 def _cmd_plan(args: argparse.Namespace) -> int:
     now = _now(args.as_of)
     _check_output(args.output)
+    _check_output(args.markdown_output, "--markdown-output")
     if args.repository:
         _repository_pattern(args.repository)  # a bad pattern is an error before anything else
     shard = _shard(args)
@@ -597,10 +672,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         )
     if args.output:
         _write(args.output, plan_to_json(plan))
+    if args.markdown_output:
+        _write(args.markdown_output, _markdown(plan, now))
     text_shown = False
     if not args.quiet or not args.output:
         if args.format == "json":
             _write(None, plan_to_json(plan))
+        elif args.format == "markdown":
+            _write(None, _markdown(plan, now))
+            text_shown = True
         else:
             _write(None, render_text(plan, show_kept=args.show_kept, now=now))
             text_shown = True
@@ -784,6 +864,40 @@ def _explanation_text(verdicts: list[TagVerdict]) -> str:
 
 
 _COMMANDS.extend([_add_plan, _add_inventory, _add_explain])
+
+
+# --- show: a saved plan rendered as `plan` printed it ---------------------------------------
+
+
+def _add_show(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "show",
+        parents=[common],
+        help="render a saved plan: what apply will be asked to do",
+        description="Check a saved plan as `apply` does (the same errors), then print it as "
+        "`plan` did: text, markdown (for a merge-request comment or a CI step summary) or the "
+        "normalised JSON. Contacts no registry.",
+        epilog='Example: retention show plan.json --format markdown >> "$GITHUB_STEP_SUMMARY"',
+    )
+    p.add_argument("plan", metavar="PLAN.json", help="a plan from `retention plan -o`")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--show-kept", action="store_true", help="list kept images too (text)")
+    p.set_defaults(func=_cmd_show)
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    plan, _data = _read_plan(args.plan)
+    now = _plan_now(plan)
+    if args.format == "json":
+        _write(None, plan_to_json(plan))
+    elif args.format == "markdown":
+        _write(None, _markdown(plan, now))
+    else:
+        _write(None, render_text(plan, show_kept=args.show_kept, now=now))
+    return ExitCode.OK
+
+
+_COMMANDS.append(_add_show)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1389,11 +1503,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
             sys.stderr.write(render_text(plan, now=now))
         plan_sha256 = _plan_sha256(plan)
     else:
-        try:
-            data = Path(args.plan).read_bytes()
-        except OSError as exc:
-            raise RetentionError(f"cannot read plan {args.plan}: {exc.strerror or exc}") from exc
-        plan = plan_mod.from_json(data, args.plan)
+        plan, data = _read_plan(args.plan)
         plan_sha256 = hashlib.sha256(data).hexdigest()
         policy_path = args.policy or plan.policy_path
         if args.policy is None and not Path(policy_path).is_file():
@@ -1459,39 +1569,51 @@ def _run_apply(
             f"journal: {journal_path}",
             file=sys.stderr,
         )
+    if not args.yes and not args.quiet and _stdin_is_tty():
+        # someone is about to answer: show them what they are agreeing to
+        sys.stderr.write(_plan_summary(plan))
     question = f"Delete {preflight.images} image(s) from {plan.registry}?"
     if not _confirm(question, yes=args.yes, what="the deletion"):
         print("aborted: nothing was deleted", file=sys.stderr)
         return ExitCode.ERROR
-    show_progress = _stderr_is_tty() and not args.quiet
+    sink = _progress(args)
 
     def progress(event: ProgressEvent) -> None:
-        if show_progress:
-            o = event.outcome
-            ref = untrusted(_short_ref(o.entry.repository, o.entry.digest))
-            print(
-                f"\r\x1b[K[{event.done}/{event.total}] {o.kind} {ref}",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+        sink("deletions", event.done, event.total)
 
-    report = _execute_plan(
-        plan,
-        plan_sha256,
-        policy,
-        journal_path=journal_path,
-        verify_kept=verify_kept,
-        progress=progress,
-    )
-    if show_progress:
-        print(file=sys.stderr)
+    try:
+        report = _execute_plan(
+            plan,
+            plan_sha256,
+            policy,
+            journal_path=journal_path,
+            verify_kept=verify_kept,
+            progress=progress,
+        )
+    finally:
+        sink.close()
     _print_apply_report(report, journal_path, args.quiet)
     if report.error is not None:
         print(f"error: {_lines(report.error.diagnostics())}", file=sys.stderr)
         if report.count("deleted") == 0:
             return ExitCode.ERROR
     return ExitCode.OK if report.complete else ExitCode.PARTIAL
+
+
+def _plan_summary(plan: Plan) -> str:
+    """Per repository what the plan deletes, and the text plan's closing line."""
+    counts: dict[str, list[int]] = {}
+    for e in plan.deletions:
+        c = counts.setdefault(e.repository, [0, 0, 0])
+        c[0] += 1
+        c[1] += len(e.tags)
+        c[2] += e.size
+    lines = [
+        f"  {untrusted(repo)}: {images} image(s) ({tags} tag(s)), {human_bytes(size)}"
+        for repo, (images, tags, size) in sorted(counts.items())
+    ]
+    closing = render_text(replace(plan, warnings=()), now=_plan_now(plan)).rstrip().splitlines()
+    return "\n".join(["the plan deletes:", *lines, closing[-1], ""])
 
 
 def _print_apply_report(report: Any, journal_path: Path, quiet: bool) -> None:

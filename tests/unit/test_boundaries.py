@@ -39,8 +39,21 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "schedule": ({"errors"}, {"croniter"}),
     "gc": ({"errors", "model"}, set()),
     "starter": ({"errors"}, set()),
+    "markdown": ({"plan", "oci", "text"}, set()),
+    "progress": (set(), set()),
 }
-PURE = {"text", "oci", "model", "policy.model", "policy.load", "evaluate", "plan", "starter"}
+PURE = {
+    "markdown",
+    "progress",
+    "text",
+    "oci",
+    "model",
+    "policy.model",
+    "policy.load",
+    "evaluate",
+    "plan",
+    "starter",
+}
 # The pure core may not reach the network, the clock or the environment (STYLE.md).
 FORBIDDEN_IN_PURE = {"requests", "time", "urllib3", "socket", "subprocess"}
 
