@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.probes import Capabilities, probe
 from tests.harness.registry import (
     ENV_BINARY,
     AuthRegistry,
@@ -25,7 +26,6 @@ from tests.harness.registry import (
     RegistryProcess,
     registry_kinds,
 )
-from tests.harness.probes import Capabilities, probe
 from tests.harness.seed import Pushed, Pusher
 
 COMPAT_DIR = Path(__file__).resolve().parents[1] / "build" / "compat"

@@ -38,10 +38,10 @@ __all__ = [
     "RegistryKind",
     "RegistryProcess",
     "find_registry_binary",
-    "registry_kinds",
-    "tool_binary",
     "htpasswd_entry",
     "live_processes",
+    "registry_kinds",
+    "tool_binary",
 ]
 
 ENV_BINARY = "RETENTION_REGISTRY_BIN"

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
+from tests.harness.probes import Capabilities
 from tests.harness.registry import (
     ENV_BINARY,
     AuthRegistry,
@@ -23,7 +24,6 @@ from tests.harness.registry import (
     find_registry_binary,
     live_processes,
 )
-from tests.harness.probes import Capabilities
 from tests.harness.seed import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
