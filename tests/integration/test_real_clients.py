@@ -135,9 +135,10 @@ def test_regctl_artifact_put_with_subject_follows_its_subject(
     rc = regctl(tmp_path / "regctl-home", fresh_registry.host)
     (tmp_path / "sbom.json").write_text('{"spdxVersion": "SPDX-2.3"}')
     for tag in ("old", "new"):
+        sbom = str(tmp_path / "sbom.json")
         rc.run("artifact", "put", "--subject", rc.ref(s.repo, tag),
                "--artifact-type", "application/spdx+json",
-               "--file", str(tmp_path / "sbom.json"), "--file-media-type", "application/spdx+json")  # fmt: skip
+               "--file", sbom, "--file-media-type", "application/spdx+json")  # fmt: skip
     (old_ref,) = _referrer_digests(s, s.old)
     (new_ref,) = _referrer_digests(s, s.new)
     old_layers = _layers(fresh_registry, s.repo, s.old)
@@ -186,7 +187,7 @@ def test_regctl_index_with_an_attestation_manifest_goes_and_stays_whole(
         age: {
             json.dumps(m["platform"], sort_keys=True): m["digest"]
             for m in index[age].json()["manifests"]
-        }  # fmt: skip
+        }
         for age in index
     }
     assert all(len(p) == 3 for p in platforms.values())
