@@ -21,10 +21,12 @@ import pytest
 from tests.harness.probes import Capabilities, probe
 from tests.harness.registry import (
     ENV_BINARY,
+    TOOLS_BIN,
     AuthRegistry,
     RegistryKind,
     RegistryProcess,
     registry_kinds,
+    tool_binary,
 )
 from tests.harness.seed import Pushed, Pusher
 
@@ -61,6 +63,14 @@ _MATRIX = [k for k in _KINDS if k.binary is not None or _in_ci() or k is _KINDS[
 ones installed (2.8 always: its absence skips with the install hint, as before)."""
 
 
+CLIENTS = ("regctl", "oras", "cosign")
+"""Real clients of tests/integration/test_real_clients.py, built by `make go-tools`."""
+
+
+def _missing_clients() -> list[str]:
+    return [name for name in CLIENTS if tool_binary(name) is None]
+
+
 def pytest_report_header() -> list[str]:
     lines = [f"registries: {', '.join(k.id for k in _MATRIX)}"]
     lines += [f"registry {k.id} skipped: {k.missing}" for k in _KINDS if k not in _MATRIX]
@@ -68,11 +78,24 @@ def pytest_report_header() -> list[str]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for kind in _KINDS:
-        if kind not in _MATRIX:
-            terminalreporter.write_line(
-                f"registry {kind.id} not tested: {kind.missing}", yellow=True
-            )
+    skipped = [f"registry {k.id}" for k in _KINDS if k not in _MATRIX] + _missing_clients()
+    if skipped:
+        terminalreporter.write_line(
+            f"not tested here: {', '.join(skipped)} (no Go toolchain? run `make go-tools`)",
+            yellow=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def real_clients() -> None:
+    """regctl, oras and cosign are built: skip (laptop) or fail (CI=true) when one is not."""
+    missing = _missing_clients()
+    if not missing:
+        return
+    message = f"no {', '.join(missing)} in {TOOLS_BIN}: run `make go-tools` (needs Go)"
+    if _in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

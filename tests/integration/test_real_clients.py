@@ -48,6 +48,11 @@ class Scene:
         return requests.head(url, timeout=10).status_code
 
 
+@pytest.fixture(autouse=True)
+def _clients_built(real_clients: None) -> None:
+    """Skip (laptop) or fail (CI=true) without regctl, oras and cosign (tests/conftest.py)."""
+
+
 ACCEPT = ", ".join(
     [
         "application/vnd.oci.image.index.v1+json",
