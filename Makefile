@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit wheel-check registry-bin go-tools clean
+.PHONY: test demo lint typecheck unit wheel-check registry-bin go-tools compat-table clean
 
 # Go tools the registry matrix and the real-client tests use (docs/registries.md), pinned.
 # Each goes into .tools/bin under its own name; a stamp per name@version skips a built one,
@@ -67,9 +67,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict retention
 
-# pytest runs last so that its summary closes the output
+# pytest runs last so that its summary closes the output; its junit report and the capability
+# probes under build/ are what `make compat-table` turns into docs/registries.md's table.
 test: $(STAMP) registry-bin go-tools lint typecheck wheel-check
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --junitxml=build/test-report.xml
+
+compat-table: $(STAMP)
+	$(BIN)/python scripts/compat_table.py
 
 # The schemas ship inside the wheel: validate the example policies from an installed wheel.
 wheel-check: $(STAMP)
