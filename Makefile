@@ -16,6 +16,8 @@ GO_TOOLS := \
 	oras=oras.land/oras/cmd/oras@v1.3.6 \
 	crane=github.com/google/go-containerregistry/cmd/crane@v0.22.1 \
 	cosign=github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+# Go on PATH, else where the Go release archive installs it (a non-login shell may lack it on PATH)
+GO ?= $(shell command -v go 2>/dev/null || { test -x /usr/local/go/bin/go && echo /usr/local/go/bin/go; })
 export GOMODCACHE ?= $(HOME)/.cache/go-mod
 export GOCACHE ?= $(HOME)/.cache/go-build
 export GOFLAGS ?= -trimpath
@@ -42,7 +44,7 @@ registry-bin:
 # Without Go, the tests run on distribution 2.8 alone (tests/conftest.py says what it skipped;
 # with CI=true a missing tool fails the run instead).
 go-tools:
-	@if ! command -v go >/dev/null 2>&1; then \
+	@if [ -z "$(GO)" ]; then \
 		echo "go-tools: no Go toolchain: skipping distribution 3.x, crane, regctl, oras, cosign" \
 		     "(the tests run on distribution 2.8 only)"; \
 		exit 0; \
@@ -54,7 +56,7 @@ go-tools:
 		echo "go-tools: building $$name ($$module)"; \
 		start=$$(date +%s); \
 		rm -rf $(TOOLS)/gobin && mkdir -p $(TOOLS)/gobin; \
-		GOBIN=$(TOOLS)/gobin go install "$$module" || exit 1; \
+		GOBIN=$(TOOLS)/gobin $(GO) install "$$module" || exit 1; \
 		mv $(TOOLS)/gobin/* $(TOOLS)/bin/$$name && touch "$$stamp"; \
 		echo "go-tools: $$name built in $$(( $$(date +%s) - start ))s"; \
 	done; \
