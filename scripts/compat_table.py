@@ -45,13 +45,16 @@ def _suite(classname: str) -> str:
 
 
 def tally(report: Path, kinds: list[str]) -> dict[str, dict[str, Counter[str]]]:
-    """{registry id or "none": {suite: Counter(passed=..., failed=..., skipped=...)}}."""
+    """{registry id or "none": {suite: Counter(passed=, failed=, skipped=, ms=)}}: `ms` is the
+    time the report gives the suite's tests (setup, call and teardown), in milliseconds."""
     found: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
     patterns = {k: re.compile(rf"\[(.*-)?{re.escape(k)}(-.*)?\]$") for k in kinds}
     for case in ET.parse(report).getroot().iter("testcase"):
         name = case.get("name", "")
         owner = next((k for k, p in patterns.items() if p.search(name)), "none")
-        found[owner][_suite(case.get("classname", ""))][_outcome(case)] += 1
+        counter = found[owner][_suite(case.get("classname", ""))]
+        counter[_outcome(case)] += 1
+        counter["ms"] += round(float(case.get("time") or 0) * 1000)
     return found
 
 
@@ -83,13 +86,16 @@ def render(report: Path, compat: Path) -> str:
         )
     lines += [
         "",
-        "| registry | suite | passed | failed | skipped |",
-        "|---|---|---|---|---|",
+        "| registry | suite | passed | failed | skipped | seconds |",
+        "|---|---|---|---|---|---|",
     ]
     for owner in [*kinds, "none"]:
         for suite, c in sorted(counts.get(owner, {}).items()):
             label = owner if owner != "none" else "(no registry)"
-            lines.append(f"| {label} | {suite} | {c['passed']} | {c['failed']} | {c['skipped']} |")
+            lines.append(
+                f"| {label} | {suite} | {c['passed']} | {c['failed']} | {c['skipped']} "
+                f"| {c['ms'] / 1000:.0f} |"
+            )
     lines += ["", f"Not tested: {NOT_TESTED}.", "", END]
     return "\n".join(lines)
 

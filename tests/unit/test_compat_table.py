@@ -12,7 +12,7 @@ from scripts.compat_table import END, START, main, tally
 
 REPORT = """<?xml version="1.0" encoding="utf-8"?>
 <testsuites><testsuite name="pytest">
-<testcase classname="tests.integration.test_apply" name="test_a[distribution-2.8]"/>
+<testcase classname="tests.integration.test_apply" name="test_a[distribution-2.8]" time="2.5"/>
 <testcase classname="tests.integration.test_apply" name="test_a[distribution-3]"/>
 <testcase classname="tests.integration.test_apply" name="test_b[layer-distribution-3]">
   <failure message="boom"/></testcase>
@@ -52,10 +52,10 @@ def test_tests_are_counted_under_the_registry_their_id_names(
 ) -> None:
     report, _, _ = run
     counts = tally(report, ["distribution-2.8", "distribution-3"])
-    assert dict(counts["distribution-2.8"]["integration"]) == {"passed": 1}
-    assert dict(counts["distribution-3"]["integration"]) == {"passed": 1, "failed": 1}
-    assert dict(counts["distribution-3"]["e2e"]) == {"passed": 1}
-    assert dict(counts["none"]["unit"]) == {"passed": 1, "skipped": 1}
+    assert +counts["distribution-2.8"]["integration"] == {"passed": 1, "ms": 2500}
+    assert +counts["distribution-3"]["integration"] == {"passed": 1, "failed": 1}
+    assert +counts["distribution-3"]["e2e"] == {"passed": 1}
+    assert +counts["none"]["unit"] == {"passed": 1, "skipped": 1}
 
 
 def test_the_table_replaces_only_the_marked_part_and_check_sees_a_stale_one(
@@ -69,7 +69,8 @@ def test_the_table_replaces_only_the_marked_part_and_check_sees_a_stale_one(
     assert "old table" not in text and text.startswith("# Registries\n\nbefore\n")
     assert text.endswith(f"{END}\n\nafter\n")
     assert "| distribution-3 | v3.1.2 | yes | no | yes | yes | 404 / 404 / 404 | 200 | no |" in text
-    assert "| distribution-3 | integration | 1 | 1 | 0 |" in text
-    assert "| (no registry) | unit | 1 | 0 | 1 |" in text
+    assert "| distribution-3 | integration | 1 | 1 | 0 | 0 |" in text
+    assert "| distribution-2.8 | integration | 1 | 0 | 0 | 2 |" in text
+    assert "| (no registry) | unit | 1 | 0 | 1 | 0 |" in text
     assert "Not tested: zot" in text
     assert main([*args, "--check"]) == 0
