@@ -67,6 +67,7 @@ class ApplyClient(Protocol):
     def head_manifest(self, repo: str, reference: str) -> ManifestRefLike | None: ...
     def get_manifest(self, repo: str, reference: str) -> FetchedLike | None: ...
     def delete_manifest(self, repo: str, digest: str) -> bool: ...
+    def blob_exists(self, repo: str, digest: str) -> bool: ...
     def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> str: ...
 
 
@@ -669,7 +670,7 @@ class _Run:
             if fetched is None:
                 if dangling:
                     return self._dangling(e, dangling)
-                return _Skip("gone", "already gone (404)")
+                return self._gone_or_blob(e)
         if fetched.manifest.digest != digest:
             return _NotManifest(f"the registry answered digest {fetched.manifest.digest}")
         return _Verified(
@@ -678,6 +679,18 @@ class _Run:
             manifest=fetched.manifest,
             tags=tuple(answered),
         )
+
+    def _gone_or_blob(self, e: Entry) -> _Check:
+        """A digest the registry does not serve as a manifest (404): gone, unless the repository
+        holds it as a blob. Registries differ here (docs/registries.md): 2.8 refuses
+        /manifests/<blob digest> outright, 3.x and others answer 404, so the blob endpoint
+        decides, and a plan entry naming a layer or config is refused whatever the registry.
+        A manifest this plan deleted in an earlier run is in the journal: gone, no request."""
+        if (e.repository, e.digest) not in self.journal.state.intents() and self.client.blob_exists(
+            e.repository, e.digest
+        ):
+            return _NotManifest("the registry serves it as a blob, not as a manifest")
+        return _Skip("gone", "already gone (404)")
 
     def _dangling(self, e: Entry, tags: list[str]) -> _Check:
         """Tags still listed whose manifest is gone: a registry killed mid-DELETE. Re-PUT the

@@ -469,6 +469,7 @@ def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:
     for repo, child in children:
         # a platform manifest that is also tagged keeps its own, tagged entry
         images_of[repo].setdefault(child.digest, child)
+    _add_referrers(walker, images_of)
 
     return [
         Repository(
@@ -478,3 +479,44 @@ def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:
         )
         for repo in repositories
     ]
+
+
+def _add_referrers(walker: _Walker, images_of: dict[str, dict[str, Image]]) -> None:
+    """Untagged referrers the OCI 1.1 referrers API lists (GET /v2/<name>/referrers/<digest>),
+    added to their repository's images, and theirs in turn (a signature of an SBOM). The API is
+    probed once per walk, on the first image: where it does not answer (404/400/405, as on
+    distribution), that one request is all, and the tag-schema fallback (`sha256-<hex>` tags,
+    walked as tags) is what finds referrers. Each referrer carries its `subject`, so evaluate
+    deletes it with its subject (docs/registries.md)."""
+
+    def fan_out(phase: str, work: Callable[[A], R], items: Sequence[A]) -> list[R]:
+        return _fan_out(walker.pool, walker.concurrency, walker.progress, phase, work, items)
+
+    everything = [(repo, digest) for repo in images_of for digest in sorted(images_of[repo])]
+    if not everything:
+        return
+    first = walker.client.referrers(*everything[0])
+    if first is None:
+        return
+    pending = everything[1:]
+    known: dict[tuple[str, str], list[str]] = {everything[0]: first}
+    while known or pending:
+        lists = fan_out("referrers", lambda job: walker.client.referrers(*job) or [], pending)
+        known.update(zip(pending, lists, strict=True))
+        new = sorted(
+            {(repo, r) for (repo, _), found in known.items() for r in found}
+            - {(repo, d) for repo in images_of for d in images_of[repo]}
+        )
+        known = {}
+
+        def load(job: tuple[str, str]) -> list[Image]:
+            manifest = walker.child(*job)
+            return [] if manifest is None else walker.image(job[0], manifest, ())
+
+        for (repo, digest), images in zip(new, fan_out("referrers", load, new), strict=True):
+            if not images:
+                walker._warn(f"{repo}: the referrers API lists {digest}, which it does not have")
+                continue
+            for image in images:
+                images_of[repo].setdefault(image.digest, image)
+        pending = [job for job in new if job[1] in images_of[job[0]]]

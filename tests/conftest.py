@@ -1,8 +1,11 @@
-"""Shared fixtures: a real `docker-registry` on 127.0.0.1 and factories that seed it.
+"""Shared fixtures: a real registry on 127.0.0.1 and factories that seed it.
 
-The registry binary is required: outside CI a missing binary skips the tests that need it (with
-the install hint); with CI=true it fails them. Tests using a registry fixture get the `registry`
-marker, so `pytest -m "not registry"` runs the pure tests alone.
+Every registry fixture is parametrised over the matrix of `registry_kinds()` (distribution 2.8,
+distribution 3.x): a test that uses one runs once per registry, its id ending in the registry's
+id. Outside CI a missing registry is left out of the matrix with one line in the header (and
+2.8 missing skips, with the install hint); with CI=true every registry is required and a
+missing one fails its tests. Tests using a registry fixture get the `registry` marker, so
+`pytest -m "not registry"` runs the pure tests alone.
 """
 
 from __future__ import annotations
@@ -15,20 +18,29 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.probes import Capabilities, probe
 from tests.harness.registry import (
     ENV_BINARY,
+    TOOLS_BIN,
     AuthRegistry,
+    RegistryKind,
     RegistryProcess,
-    find_registry_binary,
+    registry_kinds,
+    tool_binary,
 )
 from tests.harness.seed import Pushed, Pusher
+
+COMPAT_DIR = Path(__file__).resolve().parents[1] / "build" / "compat"
+"""Where each registry's probed capabilities are written, for scripts/compat_table.py."""
 
 AUTH_USERS = {"alice": "s3cret-pass", "bob": "hunter2-but-longer"}
 """Users of `auth_registry`; the first is the one its credentials name."""
 
 REGISTRY_FIXTURES = frozenset(
     {
+        "registry_kind",
         "registry_binary",
+        "capabilities",
         "registry",
         "fresh_registry",
         "auth_registry",
@@ -45,6 +57,47 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 
+_KINDS = registry_kinds()
+_MATRIX = [k for k in _KINDS if k.binary is not None or _in_ci() or k is _KINDS[0]]
+"""The registries the tests run on: all of them with CI=true (a missing one fails), else the
+ones installed (2.8 always: its absence skips with the install hint, as before)."""
+
+
+CLIENTS = ("regctl", "oras", "cosign")
+"""Real clients of tests/integration/test_real_clients.py, built by `make go-tools`."""
+
+
+def _missing_clients() -> list[str]:
+    return [name for name in CLIENTS if tool_binary(name) is None]
+
+
+def pytest_report_header() -> list[str]:
+    lines = [f"registries: {', '.join(k.id for k in _MATRIX)}"]
+    lines += [f"registry {k.id} skipped: {k.missing}" for k in _KINDS if k not in _MATRIX]
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    skipped = [f"registry {k.id}" for k in _KINDS if k not in _MATRIX] + _missing_clients()
+    if skipped:
+        terminalreporter.write_line(
+            f"not tested here: {', '.join(skipped)} (no Go toolchain? run `make go-tools`)",
+            yellow=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def real_clients() -> None:
+    """regctl, oras and cosign are built: skip (laptop) or fail (CI=true) when one is not."""
+    missing = _missing_clients()
+    if not missing:
+        return
+    message = f"no {', '.join(missing)} in {TOOLS_BIN}: run `make go-tools` (needs Go)"
+    if _in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REGISTRY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
@@ -59,25 +112,29 @@ def _private_state_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="session")
-def registry_binary() -> str:
-    """Path of the registry binary; skip (laptop) or fail (CI=true) when there is none."""
-    found = find_registry_binary()
-    if found is not None:
-        return found
+@pytest.fixture(scope="session", params=_MATRIX, ids=[k.id for k in _MATRIX])
+def registry_kind(request: pytest.FixtureRequest) -> RegistryKind:
+    """The registry of the matrix this test runs on; skip (laptop) or fail (CI=true) when its
+    binary is missing."""
+    kind: RegistryKind = request.param
+    if kind.binary is not None:
+        return kind
     named = os.environ.get(ENV_BINARY)
-    problem = (
-        f"{ENV_BINARY}={named!r} is not an executable"
-        if named
-        else "no docker-registry (or registry) binary on PATH"
-    )
+    problem = f"{ENV_BINARY}={named!r} is not an executable" if named else kind.missing
     message = (
-        f"{problem}: the integration tests need distribution's registry. Install it with "
-        f"`sudo apt-get install docker-registry`, or point {ENV_BINARY} at a registry binary."
+        f"registry {kind.id}: {problem}. Install docker-registry (`sudo apt-get install "
+        f"docker-registry`, or point {ENV_BINARY} at a registry binary) and run `make go-tools`."
     )
     if _in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def registry_binary(registry_kind: RegistryKind) -> str:
+    """Path of the binary of this test's registry (`registry_kind`)."""
+    assert registry_kind.binary is not None
+    return registry_kind.binary
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +146,16 @@ def registry(
     root = tmp_path_factory.mktemp("registry")
     with RegistryProcess(registry_binary, root=root) as process:
         yield process
+
+
+@pytest.fixture(scope="session")
+def capabilities(registry_kind: RegistryKind, registry: RegistryProcess) -> Capabilities:
+    """What the session registry does (tests/harness/probes.py), probed once per registry and
+    written to build/compat/<id>.json with the registry's version."""
+    found = probe(registry.url)
+    found.write(COMPAT_DIR / f"{registry_kind.id}.json")
+    (COMPAT_DIR / f"{registry_kind.id}.version").write_text(registry_kind.version() + "\n")
+    return found
 
 
 @pytest.fixture

@@ -647,6 +647,38 @@ class RegistryClient:
             digest=fetched.digest, media_type=fetched.media_type, size=len(fetched.raw)
         )
 
+    def referrers(self, repo: str, digest: str) -> list[str] | None:
+        """The digests the OCI 1.1 referrers API lists for `digest` (GET /v2/<repo>/referrers/
+        <digest>, OCI distribution-spec "Listing Referrers"); None where the registry does not
+        serve the API (404, 400 or 405: distribution, for one). A paged answer (a Link header)
+        is refused rather than read in part: a referrer missed would be left behind."""
+        self._check_repo(repo)
+        self._check_digest(digest)
+        where = f"referrers of {repo}@{digest}"
+        resp = self._send(
+            "GET",
+            f"/v2/{repo}/referrers/{digest}",
+            scope=self._pull(repo),
+            accept=oci.OCI_INDEX,
+            max_bytes=MANIFEST_MAX_BYTES,
+        )
+        if resp.status in (400, 404, 405):
+            return None
+        if resp.status != 200:
+            self._raise(resp, where)
+        if resp.header("Link"):
+            raise ProtocolError(
+                f"{where}: the list is paged, which retention does not read",
+                url=self._redact(resp.url),
+            )
+        try:
+            index = oci.parse_manifest(resp.body, oci.OCI_INDEX, oci.sha256_digest(resp.body))
+        except ProtocolError as exc:
+            raise ProtocolError(f"{where}: {exc}", url=self._redact(resp.url)) from exc
+        if not index.is_index:
+            raise ProtocolError(f"{where}: not an image index", url=self._redact(resp.url))
+        return sorted({d.digest for d in index.children})
+
     def get_manifest(self, repo: str, reference: str) -> FetchedManifest | None:
         """Fetch and parse a manifest; None on 404.
 

@@ -1,4 +1,7 @@
-"""A real `docker-registry` (distribution 2.8) process on a free 127.0.0.1 port, for tests.
+"""A real registry process (distribution 2.8 or 3.x) on a free 127.0.0.1 port, for tests.
+
+`registry_kinds()` names the registries of the test matrix (docs/registries.md): Debian's
+distribution 2.8, and distribution 3.x built by `make go-tools` into `.tools/bin`.
 
 Writes its own config (filesystem storage in a temporary folder, access log on), starts, stops,
 kills and garbage-collects it. It binds loopback only and never leaves a process behind.
@@ -32,16 +35,22 @@ __all__ = [
     "AccessLogEntry",
     "AuthRegistry",
     "RegistryHarnessError",
+    "RegistryKind",
     "RegistryProcess",
     "find_registry_binary",
     "htpasswd_entry",
     "live_processes",
+    "registry_kinds",
+    "tool_binary",
 ]
 
 ENV_BINARY = "RETENTION_REGISTRY_BIN"
 """Environment variable naming the registry binary; it wins over PATH."""
 
 _LOOPBACK = "127.0.0.1"
+
+TOOLS_BIN = Path(__file__).resolve().parents[2] / ".tools" / "bin"
+"""Where `make go-tools` installs the pinned Go tools (distribution 3.x, regctl, oras, ...)."""
 
 # Every process this module started and has not reaped yet: the atexit safety net kills them.
 _LIVE: set[subprocess.Popen[bytes]] = set()
@@ -63,6 +72,56 @@ def find_registry_binary() -> str | None:
         if found:
             return found
     return None
+
+
+def tool_binary(name: str) -> str | None:
+    """A tool `make go-tools` built (`registry3`, `regctl`, `oras`, `crane`, `cosign`):
+    `$RETENTION_<NAME>_BIN` wins, then `.tools/bin/<name>`; None when there is none."""
+    named = os.environ.get(f"RETENTION_{name.upper()}_BIN")
+    candidate = named or str(TOOLS_BIN / name)
+    found = shutil.which(candidate)
+    return str(Path(found).resolve()) if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryKind:
+    """One registry of the matrix: its binary (None when missing, with `missing` saying why)
+    and what its offline garbage collector does, which no HTTP probe can show."""
+
+    id: str
+    binary: str | None
+    missing: str = ""
+    gc_untagged_drops_index_children: bool = False
+    """`garbage-collect --delete-untagged` also deletes the platform manifests of a tagged
+    index (2.8: registry-facts 1.9; fixed in 3.x)."""
+
+    def version(self) -> str:
+        """What `<binary> --version` prints, e.g. `... v3.1.2+unknown` (`missing` if none)."""
+        if self.binary is None:
+            return "missing"
+        done = subprocess.run(
+            [self.binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+        return (done.stdout or done.stderr).strip().split()[-1] if done.stdout else "unknown"
+
+
+def registry_kinds() -> list[RegistryKind]:
+    """The matrix, in order: distribution 2.8 (Debian) and distribution 3.x (`make go-tools`)."""
+    legacy = find_registry_binary()
+    modern = tool_binary("registry3")
+    return [
+        RegistryKind(
+            "distribution-2.8",
+            legacy,
+            "" if legacy else "no docker-registry binary (apt-get install docker-registry)",
+            gc_untagged_drops_index_children=True,
+        ),
+        RegistryKind(
+            "distribution-3",
+            modern,
+            "" if modern else f"no {TOOLS_BIN / 'registry3'} (make go-tools needs Go)",
+        ),
+    ]
 
 
 def htpasswd_entry(user: str, password: str) -> str:

@@ -1,7 +1,7 @@
 """The test harness against the real registry: what it pushes is complete and as asked, its
-process control works, and the distribution 2.8 quirks the engine relies on are still there
-(DESIGN §7; registry-facts 1.x). A failing quirk test means the registry changed, not the
-harness: revisit the engine's assumptions."""
+process control works, and each registry of the matrix does what its capability probe
+(tests/harness/probes.py) says, both ways (docs/registries.md). A failing quirk test means the
+registry changed, not the harness: revisit the engine's assumptions."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
+from tests.harness.probes import Capabilities
 from tests.harness.registry import (
     ENV_BINARY,
     AuthRegistry,
     RegistryHarnessError,
+    RegistryKind,
     RegistryProcess,
     find_registry_binary,
     live_processes,
@@ -278,31 +280,46 @@ def test_referrer_names_its_subject_and_is_untagged(
     assert referrer.subject == image.digest
     assert pull_complete(registry.url, unique_repo, referrer.digest)
     assert list_tags(registry.url, unique_repo) == ["v1"]
-    # Quirk: distribution 2.8 has no referrers API (plain-text 404), so the engine must find
-    # referrers through the `subject` of manifests it reads (registry-facts 2).
+    # Quirk: distribution has no referrers API (404), so the engine must find referrers
+    # through the `subject` of manifests it reads (registry-facts 2).
     resp = requests.get(f"{registry.url}/v2/{unique_repo}/referrers/{image.digest}", timeout=10)
     assert resp.status_code == 404
 
 
-# -- distribution 2.8 quirks ---------------------------------------------------------------------
+def test_the_capability_probe_answers_what_the_engine_branches_on(
+    capabilities: Capabilities,
+) -> None:
+    # Each registry of the matrix is distribution: no referrers API, catalog paging. The
+    # probe itself must see a difference between the two sides of each capability.
+    assert capabilities.referrers_api is False
+    assert capabilities.catalog_paging is True
+    assert set(capabilities.blob_as_manifest) == {"HEAD", "GET", "DELETE"}
+    assert all(status != 200 for status in capabilities.blob_as_manifest.values())
 
 
-def test_oci_index_needs_the_oci_index_accept(
-    registry: RegistryProcess, pusher: Pusher, unique_repo: str
+# -- quirks, by capability -----------------------------------------------------------------------
+
+
+def test_oci_index_with_a_narrow_accept(
+    registry: RegistryProcess, pusher: Pusher, unique_repo: str, capabilities: Capabilities
 ) -> None:
     index = pusher.push_image(unique_repo, "v1", kind="oci-index")
 
     narrow = _manifest_status(registry, unique_repo, "v1", OCI_MANIFEST)
-    assert narrow.status_code == 404  # not "tag gone": the Accept was too narrow
-    assert narrow.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
-    assert "accept header does not support OCI indexes" in narrow.text
+    assert narrow.status_code == capabilities.narrow_accept_index
+    if narrow.status_code == 404:  # 2.8: not "tag gone": the Accept was too narrow
+        assert narrow.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        assert "accept header does not support OCI indexes" in narrow.text
+    else:  # 3.x answers the index whatever the Accept
+        assert narrow.status_code == 200
+        assert narrow.headers["Docker-Content-Digest"] == index.digest
     full = _manifest_status(registry, unique_repo, "v1", MANIFEST_ACCEPT)
     assert full.status_code == 200
     assert full.headers["Docker-Content-Digest"] == index.digest
 
 
 def test_narrow_accept_answers_another_document(
-    registry: RegistryProcess, pusher: Pusher, repo_prefix: str
+    registry: RegistryProcess, pusher: Pusher, repo_prefix: str, capabilities: Capabilities
 ) -> None:
     docker_list = pusher.push_image(f"{repo_prefix}/list", "v1", kind="docker-list")
     oci = pusher.push_image(f"{repo_prefix}/oci", "v1", kind="oci")
@@ -311,31 +328,41 @@ def test_narrow_accept_answers_another_document(
     # A Docker list asked for as a plain manifest answers its linux/amd64 child.
     child = _manifest_status(registry, docker_list.repo, "v1", DOCKER_MANIFEST)
     assert child.headers["Docker-Content-Digest"] == docker_list.child("linux/amd64").digest
-    # An OCI manifest without the OCI Accept: 404, as for the index.
-    assert _manifest_status(registry, oci.repo, "v1", DOCKER_MANIFEST).status_code == 404
-    # A schema2 manifest without Accept is converted to signed schema1: another digest.
     converted = _manifest_status(registry, docker.repo, "v1", None)
     assert converted.status_code == 200
-    assert converted.headers["Content-Type"] == (
-        "application/vnd.docker.distribution.manifest.v1+prettyjws"
-    )
-    assert converted.headers["Docker-Content-Digest"] != docker.digest
+    if capabilities.schema1_without_accept:  # 2.8
+        # An OCI manifest without the OCI Accept: 404, as for the index.
+        assert _manifest_status(registry, oci.repo, "v1", DOCKER_MANIFEST).status_code == 404
+        # A schema2 manifest without Accept is converted to signed schema1: another digest.
+        assert converted.headers["Content-Type"] == (
+            "application/vnd.docker.distribution.manifest.v1+prettyjws"
+        )
+        assert converted.headers["Docker-Content-Digest"] != docker.digest
+    else:  # 3.x: no schema 1, no conversion: the document stored
+        assert converted.headers["Content-Type"] == DOCKER_MANIFEST
+        assert converted.headers["Docker-Content-Digest"] == docker.digest
 
 
 def test_delete_by_digest_removes_every_tag_of_that_digest(
-    registry: RegistryProcess, pusher: Pusher, unique_repo: str
+    registry: RegistryProcess, pusher: Pusher, unique_repo: str, capabilities: Capabilities
 ) -> None:
-    doomed = pusher.push_image(unique_repo, ["a", "b"])
+    doomed = pusher.push_image(unique_repo, ["a", "b", "z"])
     kept = pusher.push_image(unique_repo, "c")
 
-    # A tag cannot be deleted on 2.8: the reference must be a digest.
-    by_tag = requests.delete(f"{registry.url}/v2/{unique_repo}/manifests/a", timeout=10)
-    assert by_tag.status_code == 400
-    assert by_tag.json()["errors"][0]["code"] == "DIGEST_INVALID"
+    by_tag = requests.delete(f"{registry.url}/v2/{unique_repo}/manifests/z", timeout=10)
+    if capabilities.tag_delete:  # 3.x: the tag alone goes, the digest stays with its others
+        assert by_tag.status_code == 202
+        assert resolve(registry.url, unique_repo, "z") is None
+        assert resolve(registry.url, unique_repo, "a") == doomed.digest
+    else:  # 2.8: the reference must be a digest
+        assert by_tag.status_code == 400
+        assert by_tag.json()["errors"][0]["code"] == "DIGEST_INVALID"
+        assert resolve(registry.url, unique_repo, "z") == doomed.digest
 
     assert pusher.delete_manifest(unique_repo, doomed.digest) == 202
     assert resolve(registry.url, unique_repo, "a") is None
     assert resolve(registry.url, unique_repo, "b") is None
+    assert resolve(registry.url, unique_repo, "z") is None
     assert resolve(registry.url, unique_repo, "c") == kept.digest
     assert list_tags(registry.url, unique_repo) == ["c"]
     assert pull_complete(registry.url, unique_repo, "c")
@@ -343,19 +370,24 @@ def test_delete_by_digest_removes_every_tag_of_that_digest(
 
     assert pusher.delete_manifest(unique_repo, kept.digest) == 202
     raw = _get_json(f"{registry.url}/v2/{unique_repo}/tags/list")
-    assert raw == {"name": unique_repo, "tags": None}  # 2.8: null, not []
+    assert raw["name"] == unique_repo
+    assert raw["tags"] in (None, [])  # 2.8: null; 3.x: []
 
 
-def test_tags_list_ignores_n_while_catalog_paginates(
-    fresh_registry: RegistryProcess, fresh_pusher: Pusher
+def test_tag_list_and_catalog_paging(
+    fresh_registry: RegistryProcess, fresh_pusher: Pusher, capabilities: Capabilities
 ) -> None:
     tags = [f"t{i}" for i in range(5)]
     fresh_pusher.push_image("quirk/one", tags)
     fresh_pusher.push_image("quirk/two", "v1")
 
     resp = requests.get(f"{fresh_registry.url}/v2/quirk/one/tags/list?n=2", timeout=10)
-    assert sorted(resp.json()["tags"]) == tags  # all five, not two
-    assert "Link" not in resp.headers
+    if capabilities.tags_paging:  # 3.x pages the tag list too
+        assert resp.json()["tags"] == ["t0", "t1"]
+        assert resp.headers["Link"] == '</v2/quirk/one/tags/list?last=t1&n=2>; rel="next"'
+    else:  # 2.8 ignores n: all five, no Link
+        assert sorted(resp.json()["tags"]) == tags
+        assert "Link" not in resp.headers
     catalog = requests.get(f"{fresh_registry.url}/v2/_catalog?n=1", timeout=10)
     assert catalog.json() == {"repositories": ["quirk/one"]}
     # The Link target is relative: resolve it against the request URL.
@@ -404,18 +436,24 @@ def test_garbage_collect_after_delete_frees_storage_and_keeps_the_rest(
     assert _blob_status(fresh_registry, "gc/app", doomed.layer_digests[1]) == 404
 
 
-def test_garbage_collect_delete_untagged_drops_children_of_tagged_index(
-    fresh_registry: RegistryProcess, fresh_pusher: Pusher
+def test_garbage_collect_delete_untagged_and_the_children_of_a_tagged_index(
+    fresh_registry: RegistryProcess, fresh_pusher: Pusher, registry_kind: RegistryKind
 ) -> None:
-    # DESIGN §7: why the engine never relies on --delete-untagged on 2.x (distribution #3178).
+    # Why the engine never relies on --delete-untagged on 2.x (distribution #3178); 3.x
+    # keeps the platform manifests of a tagged index.
     index = fresh_pusher.push_image("gc/multi", "v1", kind="oci-index")
     assert pull_complete(fresh_registry.url, "gc/multi", "v1")
 
     fresh_registry.garbage_collect(delete_untagged=True)
 
     assert resolve(fresh_registry.url, "gc/multi", "v1") == index.digest
-    assert [fresh_pusher.resolve("gc/multi", c.digest) for c in index.children] == [None, None]
-    assert not pull_complete(fresh_registry.url, "gc/multi", "v1")
+    children = [fresh_pusher.resolve("gc/multi", c.digest) for c in index.children]
+    if registry_kind.gc_untagged_drops_index_children:
+        assert children == [None, None]
+        assert not pull_complete(fresh_registry.url, "gc/multi", "v1")
+    else:
+        assert children == [c.digest for c in index.children]
+        assert pull_complete(fresh_registry.url, "gc/multi", "v1")
 
 
 def test_garbage_collect_of_an_empty_registry_is_a_no_op(

@@ -3,6 +3,7 @@ sizes, and the digest cache that makes a second walk skip configs and platform m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from retention.inventory import take_inventory
 from retention.model import Inventory, Kind, Repository
 from retention.policy.model import RegistryConfig
 from retention.registry.client import RegistryClient
-from tests.harness.registry import RegistryProcess
+from tests.harness.registry import AccessLogEntry, RegistryProcess
 from tests.harness.seed import Pushed, Pusher, make_layer
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -99,6 +100,19 @@ def test_every_kind_is_walked_with_dates_sizes_and_links(
     assert inv.complete is False and inv.registry == registry.url
 
 
+def _requests_of(
+    registry: RegistryProcess, mark: int, repo: str, expected: int
+) -> list[AccessLogEntry]:
+    """The access-log entries naming `repo` since `mark`, once `expected` are there (the log
+    trails the client by a few milliseconds) or after 5 s."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        entries = [e for e in registry.access_log(mark) if repo in e.path]
+        if len(entries) >= expected or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.01)
+
+
 def test_second_walk_takes_configs_and_children_from_the_cache(
     registry: RegistryProcess, push_image: Callable[..., Pushed], repo_prefix: str, tmp_path: Path
 ) -> None:
@@ -109,15 +123,17 @@ def test_second_walk_takes_configs_and_children_from_the_cache(
     mark = registry.log_mark()
     with DigestCache(tmp_path / "cache") as cache:
         first = _walk(registry, repo_prefix, cache)
-    cold = [e for e in registry.wait_for_requests(mark, 1) if repo in e.path]
+    cold = _requests_of(registry, mark, repo, 9)
 
     mark = registry.log_mark()
     with DigestCache(tmp_path / "cache") as cache:
         second = _walk(registry, repo_prefix, cache)
-    warm = [e for e in registry.wait_for_requests(mark, 1) if repo in e.path]
+    warm = _requests_of(registry, mark, repo, 4)
 
     assert first.to_json()["repositories"] == second.to_json()["repositories"]
     # cold: tags/list + 2 tag GETs + 2 child GETs + 3 config GETs; warm: tags/list + 2 tag GETs
-    assert len(cold) == 8, [e.path for e in cold]
-    assert len(warm) == 3, [e.path for e in warm]
+    # each walk also probes the referrers API once (404 on distribution)
+    assert len(cold) == 9, [e.path for e in cold]
+    assert len(warm) == 4, [e.path for e in warm]
+    assert sum("/referrers/" in e.path for e in warm) == 1
     assert not any("/blobs/" in e.path for e in warm)

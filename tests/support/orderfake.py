@@ -35,6 +35,7 @@ class OrderFake:
         self.calls: list[tuple[str, str, str]] = []
         self.deleted: list[tuple[str, str]] = []
         self.delete_disabled = False
+        self.blobs: dict[str, set[str]] = {}  # layer and config digests, per repository
         self._lock = threading.Lock()
 
     def add(self, repo: str, raw: bytes, *tags: str) -> str:
@@ -70,6 +71,10 @@ class OrderFake:
             raw = self.manifests[repo][digest]
             manifest = oci.parse_manifest(raw, None, digest)
             return Fetched(manifest, raw, manifest.media_type)
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        # not recorded in `calls`: apply asks only after a 404 for a digest
+        return digest in self.blobs.get(repo, set())
 
     def delete_manifest(self, repo: str, digest: str) -> bool:
         with self._lock:
