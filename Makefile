@@ -14,7 +14,6 @@ GO_TOOLS := \
 	registry3=github.com/distribution/distribution/v3/cmd/registry@v3.1.2 \
 	regctl=github.com/regclient/regclient/cmd/regctl@v0.11.7 \
 	oras=oras.land/oras/cmd/oras@v1.3.6 \
-	crane=github.com/google/go-containerregistry/cmd/crane@v0.22.1 \
 	cosign=github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
 # Go on PATH, else where the Go release archive installs it (a non-login shell may lack it on PATH)
 GO ?= $(shell command -v go 2>/dev/null || { test -x /usr/local/go/bin/go && echo /usr/local/go/bin/go; })
@@ -45,7 +44,7 @@ registry-bin:
 # with CI=true a missing tool fails the run instead).
 go-tools:
 	@if [ -z "$(GO)" ]; then \
-		echo "go-tools: no Go toolchain: skipping distribution 3.x, crane, regctl, oras, cosign" \
+		echo "go-tools: no Go toolchain: skipping distribution 3.x, regctl, oras, cosign" \
 		     "(the tests run on distribution 2.8 only)"; \
 		exit 0; \
 	fi; \

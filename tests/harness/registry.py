@@ -75,7 +75,7 @@ def find_registry_binary() -> str | None:
 
 
 def tool_binary(name: str) -> str | None:
-    """A tool `make go-tools` built (`registry3`, `regctl`, `oras`, `crane`, `cosign`):
+    """A tool `make go-tools` built (`registry3`, `regctl`, `oras`, `cosign`):
     `$RETENTION_<NAME>_BIN` wins, then `.tools/bin/<name>`; None when there is none."""
     named = os.environ.get(f"RETENTION_{name.upper()}_BIN")
     candidate = named or str(TOOLS_BIN / name)
