@@ -391,7 +391,6 @@ def _shard(args: argparse.Namespace) -> Shard | None:
 def _take(
     policy: Policy,
     *,
-    now: datetime,
     repository: str | None,
     progress: Progress | None,
     use_cache: bool = True,
@@ -413,7 +412,7 @@ def _take(
     ):
         return take_inventory(
             client,
-            now=now,
+            now=datetime.now(UTC),  # when the inventory is taken: the wall clock, never --as-of
             select=select,
             complete=select_pattern is None and (shard is None or shard.count == 1),
             concurrency=policy.settings.concurrency,
@@ -434,7 +433,6 @@ def _make_plan(
     """Inventory the registry and evaluate the policy: the one path to a plan."""
     inventory = _take(
         policy,
-        now=now,
         repository=repository,
         progress=progress,
         use_cache=use_cache,
@@ -646,7 +644,6 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy, args)
     inventory = _take(
         policy,
-        now=datetime.now(UTC),
         repository=args.repository,
         progress=_progress(args),
         use_cache=not args.no_cache,
@@ -689,9 +686,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.from_inventory:
         inventory = _read_inventory(args.from_inventory)
     else:
-        inventory = _take(
-            policy, now=now, repository=re2.escape(repository), progress=_progress(args)
-        )
+        inventory = _take(policy, repository=re2.escape(repository), progress=_progress(args))
     verdicts = explain(policy, inventory, now, repository, tag)
     _write(None, _explanation_text(verdicts))
     return ExitCode.OK
