@@ -73,7 +73,9 @@ class ApplyClient(Protocol):
 
 # -- values ------------------------------------------------------------------------------------
 
-OutcomeKind = Literal["deleted", "gone", "stale", "failed", "resumed"]
+OutcomeKind = Literal["deleted", "gone", "stale", "kept", "failed", "resumed"]
+
+KEPT_PREFIX = "the policy keeps it now: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,8 @@ class EntryOutcome:
 
     deleted: this run deleted it. gone: it was already gone (404). stale: skipped because the
     registry changed since the plan (a tag moved, a new tag points at it, its index was kept).
+    kept: skipped because the policy, evaluated again before the first DELETE, keeps it (an entry
+    added to the plan by hand, a plan from another policy, a registry that changed).
     failed: not deleted because of an error; a re-run retries it. resumed: an earlier run of this
     plan deleted it, says the journal.
     """
@@ -341,6 +345,23 @@ def check_plan(
     )
 
 
+def policy_keeps(plan: Plan, fresh: Plan) -> dict[Key, str]:
+    """The planned deletions that `fresh` (the plan's policy evaluated again, now, on a fresh
+    inventory of the repositories the plan touches) keeps, each with the reason it gives.
+
+    A planned deletion `fresh` does not list at all is not here: it is gone from the registry,
+    or unreachable from any tag, and the checks of `apply_plan` decide (gone, stale, refused).
+    """
+    planned = {(e.repository, e.digest) for e in plan.deletions}
+    keeps: dict[Key, str] = {}
+    for e in fresh.kept:
+        key = (e.repository, e.digest)
+        if key in planned:
+            rule = e.rule and f"rule `{e.rule}`"
+            keeps[key] = e.reason if not rule or rule in e.reason else f"{rule}: {e.reason}"
+    return keeps
+
+
 def _duration(delta: timedelta) -> str:
     seconds = int(abs(delta.total_seconds()))
     days, rest = divmod(seconds, 86400)
@@ -371,7 +392,7 @@ class _Verified:
 
 @dataclass(frozen=True, slots=True)
 class _Skip:
-    kind: Literal["gone", "stale", "failed"]
+    kind: Literal["gone", "stale", "kept", "failed"]
     reason: str
 
 
@@ -412,8 +433,10 @@ class _Run:
         progress: Progress | None,
         should_stop: Callable[[], bool] | None = None,
         verify_kept: bool = False,
+        policy_keeps: Mapping[Key, str] | None = None,
     ) -> None:
         self.plan = plan
+        self.policy_keeps = policy_keeps or {}
         self.should_stop = should_stop
         self.verify_kept = verify_kept
         self.client = client
@@ -515,6 +538,13 @@ class _Run:
                 hint="make a new plan with `retention plan -p POLICY -o plan.json`; plan files "
                 "must not be edited by hand",
             )
+        for key in sorted(verified):
+            # Invariant 8: delete only what the policy, evaluated again now, deletes too. After
+            # the refusals above, so a plan edited into nonsense is still refused as a whole.
+            reason = self.policy_keeps.get(key)
+            if reason is not None:
+                del verified[key]
+                skips[key] = _Skip("kept", KEPT_PREFIX + reason)
         deps = self._dependencies(verified, skips)
         for key in sorted(skips):
             self._journal_skip(key, skips[key])
@@ -973,6 +1003,7 @@ def apply_plan(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
     verify_kept: bool = False,
+    policy_keeps: Mapping[Key, str] | None = None,
 ) -> ApplyReport:
     """Re-verify and delete what the plan lists; resumes from what `journal` already holds.
 
@@ -985,5 +1016,13 @@ def apply_plan(
 
     `verify_kept` also resolves the tags the plan keeps (one GET each, beyond the request
     budget), so a kept tag moved onto a planned digest since the plan keeps that digest.
+
+    `policy_keeps` maps each (repository, digest) that the policy, evaluated again on a fresh
+    inventory just before this call, keeps, to its reason: those entries are skipped as `kept`
+    ("the policy keeps it now: <reason>") and journaled, before anything is deleted, and what
+    depends on them (platform manifests, artifacts) is skipped with them. The caller makes it
+    (retention/cli.py); an entry the fresh inventory does not hold is left to the checks here.
     """
-    return _Run(plan, client, journal, concurrency, progress, should_stop, verify_kept).run()
+    return _Run(
+        plan, client, journal, concurrency, progress, should_stop, verify_kept, policy_keeps
+    ).run()

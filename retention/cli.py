@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -35,7 +35,14 @@ import re2
 from retention import __version__
 from retention import plan as plan_mod
 from retention import progress as progress_mod
-from retention.apply import ApplyReport, Preflight, ProgressEvent, apply_plan, check_plan
+from retention.apply import (
+    ApplyReport,
+    Preflight,
+    ProgressEvent,
+    apply_plan,
+    check_plan,
+    policy_keeps,
+)
 from retention.cache import DigestCache
 from retention.doctor import run_checks
 from retention.errors import AuthError, InventoryError, PolicyError, RetentionError, ScheduleError
@@ -45,7 +52,7 @@ from retention.inventory import Progress, Shard, take_inventory
 from retention.journal import Journal, default_journal_path, read_journal, redact_url
 from retention.markdown import render_markdown
 from retention.model import Inventory, Repository, outside_grammar
-from retention.oci import format_time
+from retention.oci import cosign_subject, format_time
 from retention.plan import Plan, human_bytes, render_text
 from retention.plan import to_json as plan_to_json
 from retention.policy.load import compile_pattern, load_policy, load_policy_text, validate_files
@@ -473,12 +480,14 @@ def _shard(args: argparse.Namespace) -> Shard | None:
 def _take(
     policy: Policy,
     *,
-    now: datetime,
     repository: str | None,
     progress: Progress | None,
     use_cache: bool = True,
     shard: Shard | None = None,
+    repositories: Sequence[str] | None = None,
 ) -> Inventory:
+    """Walk the registry (`repository`, `shard` narrow it); `repositories` walks just those,
+    without the catalog."""
     select_pattern = _repository_pattern(repository) if repository else None
 
     def select(name: str) -> bool:
@@ -499,12 +508,15 @@ def _take(
         try:
             return take_inventory(
                 client,
-                now=now,
+                now=datetime.now(UTC),  # when the inventory is taken: the wall clock, never --as-of
                 select=select,
-                complete=select_pattern is None and (shard is None or shard.count == 1),
+                complete=repositories is None
+                and select_pattern is None
+                and (shard is None or shard.count == 1),
                 concurrency=policy.settings.concurrency,
                 cache=cache,
                 progress=progress or (lambda phase, done, total: None),
+                repositories=repositories,
             )
         finally:
             if isinstance(progress, _Progress):
@@ -523,7 +535,6 @@ def _make_plan(
     """Inventory the registry and evaluate the policy: the one path to a plan."""
     inventory = _take(
         policy,
-        now=now,
         repository=repository,
         progress=progress,
         use_cache=use_cache,
@@ -609,8 +620,7 @@ def _markdown(plan: Plan, now: datetime) -> str:
 def _plan_now(plan: Plan) -> datetime:
     """The `now` a saved plan was evaluated at, which its ages are counted from: `evaluated_at`
     where the plan records it (`--as-of`), else `generated_at`."""
-    evaluated_at: datetime | None = getattr(plan, "evaluated_at", None)
-    return evaluated_at or plan.generated_at
+    return plan.as_of
 
 
 def _read_plan(path: str) -> tuple[Plan, bytes]:
@@ -778,7 +788,6 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
     policy = _load_policy(args.policy, args)
     inventory = _take(
         policy,
-        now=datetime.now(UTC),
         repository=args.repository,
         progress=_progress(args),
         use_cache=not args.no_cache,
@@ -821,9 +830,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.from_inventory:
         inventory = _read_inventory(args.from_inventory)
     else:
-        inventory = _take(
-            policy, now=now, repository=re2.escape(repository), progress=_progress(args)
-        )
+        inventory = _take(policy, repository=re2.escape(repository), progress=_progress(args))
     verdicts = explain(policy, inventory, now, repository, tag)
     _write(None, _explanation_text(verdicts))
     return ExitCode.OK
@@ -1296,6 +1303,48 @@ def _plan_sha256(plan: Plan) -> str:
     return hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
 
 
+def _policy_check(policy: Policy, plan: Plan) -> dict[tuple[str, str], str]:
+    """Invariant 8: the plan's deletions the policy keeps now, each with its reason.
+
+    The policy is evaluated again at the wall clock on a fresh inventory of the repositories the
+    plan deletes in (tags and manifests by tag are fetched again; index children and configs come
+    from the digest cache). A partial inventory cannot tell an orphan attachment from one whose
+    subject lives in another repository, so when that alone keeps something a whole-registry plan
+    deletes, the whole registry is walked; if that walk fails, the partial answer stands (it
+    keeps more). Any other failure raises before the first DELETE.
+    """
+    now = datetime.now(UTC)
+    repositories = sorted({e.repository for e in plan.deletions})
+    if not repositories:
+        return {}
+    inventory = _take(policy, repository=None, progress=None, repositories=repositories)
+    keeps = policy_keeps(plan, evaluate(policy, inventory, now))
+    if keeps and plan.summary.complete and _subjects_outside(inventory, keeps):
+        log.info("the policy keeps attachments whose subject may be elsewhere: walking it all")
+        try:
+            whole = _take(policy, repository=None, progress=None)
+        except InventoryError as exc:
+            log.warning("%s; the partial inventory's answer stands", exc.diagnostics())
+        else:
+            keeps = policy_keeps(plan, evaluate(policy, whole, now))
+    return keeps
+
+
+def _subjects_outside(inventory: Inventory, keys: Iterable[tuple[str, str]]) -> bool:
+    """Whether an image among `keys` is an attachment whose subject the inventory lacks."""
+    held = {i.digest for r in inventory.repositories for i in r.images}
+    images = {(r.name, i.digest): i for r in inventory.repositories for i in r.images}
+    tags = {(r.name, t.digest): t.name for r in inventory.repositories for t in r.tags}
+    for key in keys:
+        image = images.get(key)
+        subject = image.subject if image is not None else None
+        if subject is None and key in tags:
+            subject = cosign_subject(tags[key])
+        if subject is not None and subject not in held:
+            return True
+    return False
+
+
 def _execute_plan(
     plan: Plan,
     plan_sha256: str,
@@ -1303,10 +1352,16 @@ def _execute_plan(
     *,
     journal_path: Path,
     verify_kept: bool,
+    check_policy: bool,
     progress: Callable[[ProgressEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> ApplyReport:
-    """The one way a plan is executed: by `apply` and by every scheduled run."""
+    """The one way a plan is executed: by `apply` and by every scheduled run.
+
+    `check_policy` re-evaluates the policy first (`_policy_check`); a plan this process has just
+    made from a fresh inventory with the same policy (`apply -p`, scheduled runs) skips it.
+    """
+    keeps = _policy_check(policy, plan) if check_policy else {}
     with (
         RegistryClient(
             policy.registry,
@@ -1326,6 +1381,7 @@ def _execute_plan(
             progress=progress,
             verify_kept=verify_kept,
             should_stop=should_stop,
+            policy_keeps=keeps,
         )
 
 
@@ -1341,6 +1397,7 @@ def _apply_scheduled(policy: Policy, plan: Plan, *, now: datetime, stop: StopFla
         policy,
         journal_path=default_journal_path(policy.registry.url, digest, os.environ),
         verify_kept=False,  # the plan is seconds old: made by this run from a fresh inventory
+        check_policy=False,  # ... with this policy, at this time
         should_stop=stop.is_set,
     )
 
@@ -1588,6 +1645,8 @@ def _run_apply(
             policy,
             journal_path=journal_path,
             verify_kept=verify_kept,
+            # a one-step plan was evaluated seconds ago, by this process, with this policy
+            check_policy=args.plan is not None,
             progress=progress,
         )
     finally:
@@ -1617,7 +1676,7 @@ def _plan_summary(plan: Plan) -> str:
 
 
 def _print_apply_report(report: Any, journal_path: Path, quiet: bool) -> None:
-    for kind in ("stale", "failed"):
+    for kind in ("stale", "kept", "failed"):
         for o in report.of_kind(kind):
             # the plan file's names and the registry's answers: escaped at the edge
             tags = ",".join(untrusted(t) for t in o.entry.tags)
@@ -1629,6 +1688,8 @@ def _print_apply_report(report: Any, journal_path: Path, quiet: bool) -> None:
     repaired = sum(1 for o in report.outcomes if o.repaired)
     extra = f"; {earlier} done by an earlier run" if earlier else ""
     extra += f"; {repaired} dangling tag(s) repaired" if repaired else ""
+    kept = report.count("kept")
+    extra += f"; {kept} skipped: the policy keeps them now" if kept else ""
     print(
         f"deleted {report.count('deleted')}, stale {report.count('stale')}, already gone "
         f"{report.count('gone')}, failed {report.count('failed')}{extra}\n"
@@ -1639,7 +1700,7 @@ def _print_apply_report(report: Any, journal_path: Path, quiet: bool) -> None:
     if not report.complete:
         print(
             "only part of the plan was applied: run the same command again to finish it "
-            "(stale entries need a new plan)",
+            "(stale entries, and entries the policy keeps, need a new plan)",
             file=sys.stderr,
         )
 

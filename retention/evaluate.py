@@ -106,7 +106,8 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
         complete=inventory.complete,
     )
     return Plan(
-        generated_at=now,
+        generated_at=_aware(inventory.taken_at),  # when the inventory was taken (wall clock)
+        evaluated_at=now,  # what the policy was evaluated at: `--as-of`, else the same
         registry=inventory.registry,
         policy_path=policy.path,
         policy_sha256=policy.sha256,

@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 # Deeper nesting is refused: digests make a cycle impossible, but not a pathological depth.
 _MAX_INDEX_DEPTH = 8
 
+# Distinct manifests (tagged, index children, nested indexes) one repository may hold before the
+# walk refuses it: ten times the 10,000-tag benchmark registry, in one repository, at about
+# 5 KB of walk memory each (benchmarks/RESULTS.md) ~0.5 GB. A registry that lists more is
+# broken or hostile; docs/decisions.md, "Bounded manifest graphs".
+MAX_MANIFESTS_PER_REPOSITORY = 100_000
+
 # (phase, done, total): how far the walk is; the CLI draws it on a TTY and ignores it otherwise
 Progress = Callable[[str, int, int], None]
 
@@ -124,6 +130,14 @@ class _Walker:
         # manifests already fetched by tag, per repository and digest: an index child that is
         # also tagged needs no request of its own (filled once the tags are resolved)
         self.resolved: dict[str, dict[str, Manifest]] = {}
+        # each index walked once per repository, however many indexes list it: the images it
+        # stands for, and the height of the index tree below it (1: no nested index)
+        self.indexes: _SingleFlight[tuple[list[Image], int]] = _SingleFlight()
+        # distinct manifest digests met per repository, against MAX_MANIFESTS_PER_REPOSITORY
+        self.seen: dict[str, set[str]] = {}
+        self.max_manifests = MAX_MANIFESTS_PER_REPOSITORY
+        # a repository named by the caller (not the catalog) that the registry does not know
+        self.unknown_is_empty = False
         self.warnings: list[str] = []
         self._lock = threading.Lock()
 
@@ -143,6 +157,17 @@ class _Walker:
             self.cache.put(digest, data)
         return data
 
+    def list_tags(self, repository: str) -> list[str]:
+        def bad_tag(tag: str) -> None:
+            self._warn(outside_grammar("tag", tag, f"tags/list of {repository}"))
+
+        try:
+            return self.client.list_tags(repository, bad_tag)
+        except RegistryError as exc:
+            if exc.status == 404 and self.unknown_is_empty:  # NAME_UNKNOWN: it holds nothing
+                return []
+            raise
+
     def resolve(self, repository: str, tag: str) -> _Resolved:
         fetched = self.client.get_manifest(repository, tag)
         if fetched is None:
@@ -150,10 +175,26 @@ class _Walker:
         # not cached: a tag can move, so the next walk GETs it again whatever the cache holds
         return _Resolved(repository, tag, fetched.manifest)
 
+    def count(self, repository: str, digests: Iterable[str]) -> None:
+        """Note manifests met in `repository`; refuses it past the cap on distinct manifests."""
+        with self._lock:
+            seen = self.seen.setdefault(repository, set())
+            seen.update(digests)
+            over = len(seen) > self.max_manifests
+        if over:
+            raise InventoryError(
+                f"{repository}: the registry lists more than {self.max_manifests:,} distinct "
+                "manifests in this repository (tags, index children and nested indexes); "
+                "retention does not plan such a repository",
+                hint="check the repository for a runaway push loop or a broken registry; "
+                "--repository REGEX can leave it out",
+            )
+
     def child(self, repository: str, digest: str) -> Manifest | None:
         tagged = self.resolved.get(repository, {}).get(digest)
         if tagged is not None:
             return tagged
+        self.count(repository, (digest,))
 
         def fetch() -> bytes:
             fetched = self.client.get_manifest(repository, digest)
@@ -233,16 +274,29 @@ class _Walker:
             artifact_type=manifest.artifact_type,
         )
 
-    def _index(self, repository: str, manifest: Manifest, depth: int = 0) -> list[Image]:
-        """The index, then its platform manifests, then (nested indexes) theirs, recursively."""
-        if depth > _MAX_INDEX_DEPTH:
-            raise InventoryError(
-                f"{repository}: index {manifest.digest} is nested more than "
-                f"{_MAX_INDEX_DEPTH} levels deep; retention does not plan such a repository"
-            )
+    def _index(self, repository: str, manifest: Manifest) -> list[Image]:
+        """The index, then its platform manifests, then (nested indexes) theirs, recursively;
+        each digest once."""
+        images, _ = self._index_tree(repository, manifest)
+        return images
+
+    def _index_tree(self, repository: str, manifest: Manifest) -> tuple[list[Image], int]:
+        """`_index`'s images and the height of the tree, walked once per (repository, digest):
+        an index listed by many others (or many times by one) costs one walk, not one per path
+        to it. Digests make a cycle impossible, so the recursion ends."""
+        return self.indexes.get(
+            f"{repository}@{manifest.digest}", lambda: self._walk_index(repository, manifest)
+        )
+
+    def _walk_index(self, repository: str, manifest: Manifest) -> tuple[list[Image], int]:
         children: list[Image] = []
-        below: list[Image] = []  # platform manifests of nested indexes
+        below: dict[str, Image] = {}  # platform manifests of nested indexes, by digest
+        listed: set[str] = set()
+        height = 1
         for desc in manifest.children:
+            if desc.digest in listed:
+                continue  # listed twice (another platform, or hostile): one image, counted once
+            listed.add(desc.digest)
             child = self.child(repository, desc.digest)
             if child is None:
                 self._warn(
@@ -254,9 +308,17 @@ class _Walker:
             if child.is_index:
                 # Nested indexes are rare, but what they reference must be known: a kept one
                 # keeps its platform manifests, which another, deleted index may share.
-                nested, *grandchildren = self._index(repository, child, depth + 1)
+                (nested, *grandchildren), nested_height = self._index_tree(repository, child)
+                height = max(height, nested_height + 1)
+                if height > _MAX_INDEX_DEPTH:
+                    raise InventoryError(
+                        f"{repository}: index {manifest.digest} nests indexes more than "
+                        f"{_MAX_INDEX_DEPTH} levels deep; retention does not plan such a "
+                        "repository"
+                    )
                 children.append(replace(nested, platform=platform))
-                below.extend(grandchildren)
+                for grandchild in grandchildren:
+                    below.setdefault(grandchild.digest, grandchild)
             else:
                 children.append(self._single(repository, child, tags=(), platform=platform))
         dated = [c.created for c in children if c.created is not None]
@@ -273,7 +335,12 @@ class _Walker:
             subject=manifest.subject.digest if manifest.subject else None,
             artifact_type=manifest.artifact_type,
         )
-        return [index, *children, *below]
+        child_digests = {c.digest for c in children}
+        return [
+            index,
+            *children,
+            *(b for digest, b in below.items() if digest not in child_digests),
+        ], height
 
 
 class _Missing(Exception):
@@ -333,19 +400,32 @@ def take_inventory(
     concurrency: int = 8,
     cache: DigestCache | None = None,
     progress: Progress = _no_progress,
+    repositories: Iterable[str] | None = None,
 ) -> Inventory:
     """Walk every catalog repository that `select` accepts.
 
     `complete` says whether `select` admits the whole registry (no --repository or --shard):
-    only then are reclaimable bytes exact.
+    only then are reclaimable bytes exact. `repositories`, when given, are walked instead of the
+    catalog's (no catalog request: apply's account may not read it); one the registry does not
+    know (404 on tags/list) is empty.
     """
     invalid: list[str] = []
 
     def bad_repository(name: str) -> None:
         invalid.append(outside_grammar("repository", name, "the catalog"))
 
+    if repositories is not None:
+        return _take_named(
+            client,
+            sorted(set(repositories)),
+            now=now,
+            complete=complete,
+            concurrency=concurrency,
+            cache=cache,
+            progress=progress,
+        )
     try:
-        repositories = sorted(name for name in client.catalog(bad_repository) if select(name))
+        names = sorted(name for name in client.catalog(bad_repository) if select(name))
     except RegistryError as exc:
         # the catalog hint fits a refusal only: on a connection error it would send the reader
         # after credentials when the registry is down or the URL is wrong
@@ -356,10 +436,36 @@ def take_inventory(
         raise InventoryError(
             f"cannot list the registry's repositories: {_first_line(exc)}", hint=hint
         ) from exc
+    return _take_named(
+        client,
+        names,
+        now=now,
+        complete=complete,
+        concurrency=concurrency,
+        cache=cache,
+        progress=progress,
+        catalog=True,
+        warnings=invalid,
+    )
+
+
+def _take_named(
+    client: RegistryClient,
+    repositories: list[str],
+    *,
+    now: datetime,
+    complete: bool,
+    concurrency: int,
+    cache: DigestCache | None,
+    progress: Progress,
+    catalog: bool = False,
+    warnings: Sequence[str] = (),
+) -> Inventory:
     workers = max(1, concurrency)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         walker = _Walker(client, cache, pool, workers, progress)
-        for warning in invalid:
+        walker.unknown_is_empty = not catalog
+        for warning in warnings:  # names the catalog listed outside the grammar
             walker._warn(warning)
         try:
             repos = _walk(walker, repositories)
@@ -430,18 +536,11 @@ def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:
     def fan_out(phase: str, work: Callable[[A], R], items: Sequence[A]) -> list[R]:
         return _fan_out(walker.pool, walker.concurrency, walker.progress, phase, work, items)
 
-    def list_tags(repo: str) -> list[str]:
-        def bad_tag(tag: str) -> None:
-            walker._warn(outside_grammar("tag", tag, f"tags/list of {repo}"))
-
-        return walker.client.list_tags(repo, bad_tag)
-
-    tag_lists = fan_out("repositories", list_tags, repositories)
+    tag_lists = fan_out("repositories", walker.list_tags, repositories)
     jobs = [(repo, tag) for repo, tags in zip(repositories, tag_lists, strict=True) for tag in tags]
     resolved = fan_out("tags", lambda job: walker.resolve(*job), jobs)
 
     by_repo: dict[str, dict[str, Manifest]] = {repo: {} for repo in repositories}
-    walker.resolved = by_repo
     tags_of: dict[str, dict[str, list[str]]] = {repo: {} for repo in repositories}
     repo_tags: dict[str, list[Tag]] = {repo: [] for repo in repositories}
     for r in resolved:
@@ -454,6 +553,9 @@ def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:
         by_repo[r.repository][r.manifest.digest] = r.manifest
         tags_of[r.repository].setdefault(r.manifest.digest, []).append(r.tag)
         repo_tags[r.repository].append(Tag(r.tag, r.manifest.digest))
+    for repo, manifests in by_repo.items():
+        walker.count(repo, manifests)
+    walker.resolved = by_repo
 
     image_jobs = [
         (repo, manifest, tags_of[repo][digest])

@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 JOURNAL_VERSION = 1
 
-OutcomeKind = Literal["done", "gone", "stale", "failed"]
-OUTCOME_KINDS: frozenset[str] = frozenset({"done", "gone", "stale", "failed"})
+# kept: the policy, evaluated again at apply time, keeps it (never deleted; a re-run re-checks)
+OutcomeKind = Literal["done", "gone", "stale", "kept", "failed"]
+OUTCOME_KINDS: frozenset[str] = frozenset({"done", "gone", "stale", "kept", "failed"})
 # An entry whose latest outcome is one of these needs no more work on a re-run.
 TERMINAL_KINDS: frozenset[str] = frozenset({"done", "gone"})
 

@@ -151,13 +151,8 @@ def _header(plan: Plan) -> Iterator[str]:
     yield f"| policy | {_clip(plan.policy_path, _MAX_NAME_CHARS)} |\n"
     yield f"| policy sha256 | {_clip(plan.policy_sha256, _MAX_NAME_CHARS)} |\n"
     yield f"| generated at | {format_time(plan.generated_at)} |\n"
-    # fields later plan versions carry (DESIGN: evaluated_at, inventory_source); shown when set
-    evaluated_at: datetime | None = getattr(plan, "evaluated_at", None)
-    if evaluated_at is not None:
-        yield f"| evaluated at | {format_time(evaluated_at)} |\n"
-    source: str | None = getattr(plan, "inventory_source", None)
-    if source is not None:
-        yield f"| inventory | {_clip(source, _MAX_NAME_CHARS)} |\n"
+    yield f"| evaluated at | {format_time(plan.as_of)} |\n"
+    yield f"| inventory | {_clip(plan.inventory_source, _MAX_NAME_CHARS)} |\n"
     yield (
         f"| registry holds | {_count(s.repositories, 'repository', 'repositories')}, "
         f"{_count(s.tags, 'tag')}, {_count(s.images, 'image')} |\n"

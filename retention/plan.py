@@ -69,6 +69,14 @@ class Plan:
     kept: tuple[Entry, ...]
     warnings: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
+    # the `now` the policy was evaluated at (`plan --as-of`); None: `generated_at`
+    evaluated_at: datetime | None = None
+    inventory_source: str = "api"  # where the inventory came from: "api" (or "storage")
+
+    @property
+    def as_of(self) -> datetime:
+        """The time the policy was evaluated at: `evaluated_at`, else `generated_at`."""
+        return self.generated_at if self.evaluated_at is None else self.evaluated_at
 
 
 # --- JSON ---------------------------------------------------------------------------------------
@@ -82,6 +90,8 @@ def to_document(plan: Plan) -> dict[str, Any]:
     return {
         "format_version": plan.format_version,
         "generated_at": format_time(plan.generated_at),
+        "evaluated_at": format_time(plan.as_of),
+        "inventory_source": plan.inventory_source,
         "registry": plan.registry,
         "policy": {"path": plan.policy_path, "sha256": plan.policy_sha256},
         "max_deletions": _max_deletions_json(plan.max_deletions),
@@ -117,8 +127,10 @@ def to_json(plan: Plan) -> str:
     parts = [
         "{",
         f'  "deletions": {_entries(plan.deletions)},',
+        f'  "evaluated_at": {_str(doc["evaluated_at"])},',
         f'  "format_version": {json.dumps(doc["format_version"])},',
         f'  "generated_at": {_str(doc["generated_at"])},',
+        f'  "inventory_source": {_str(doc["inventory_source"])},',
         f'  "kept": {_entries(plan.kept)},',
         f'  "max_deletions": {json.dumps(doc["max_deletions"], ensure_ascii=False)},',
         nested("policy") + ",",
@@ -236,7 +248,7 @@ def _message(error: ValidationError, path: tuple[str | int, ...]) -> str:
             f"{instance!r} is not a manifest media type: a plan deletes only image manifests "
             "and indexes, never a layer or config blob"
         )
-    if error.validator == "pattern" and last in ("generated_at", "created"):
+    if error.validator == "pattern" and last in ("generated_at", "evaluated_at", "created"):
         return f"{instance!r} is not a UTC time like 2024-05-01T03:30:00Z"
     return error.message
 
@@ -259,8 +271,13 @@ def _json_type(value: Any) -> str:
 
 def _plan_from(doc: dict[str, Any]) -> Plan:
     s = doc["summary"]
+    # A plan written before `evaluated_at` and `inventory_source` existed was evaluated at
+    # `generated_at` from the API's inventory (docs/decisions.md, "Honest plan times").
+    evaluated = doc.get("evaluated_at")
     return Plan(
         generated_at=_time(doc["generated_at"], "$.generated_at"),
+        evaluated_at=None if evaluated is None else _time(evaluated, "$.evaluated_at"),
+        inventory_source=doc.get("inventory_source", "api"),
         registry=doc["registry"],
         policy_path=doc["policy"]["path"],
         policy_sha256=doc["policy"]["sha256"],
@@ -337,8 +354,13 @@ def render_text(plan: Plan, *, show_kept: bool = False, now: datetime) -> str:
     line is the summary, or `No changes.`. Registry strings are escaped here, at the edge
     (retention/text.py): a name or reason can never clear the screen or start a line.
     """
+    taken = (
+        ""
+        if plan.as_of == plan.generated_at
+        else f", inventory taken {format_time(plan.generated_at)}"
+    )
     lines = [
-        f"Plan for {untrusted(plan.registry)} as of {format_time(plan.generated_at)} "
+        f"Plan for {untrusted(plan.registry)} as of {format_time(plan.as_of)}{taken} "
         f"(policy {message(plan.policy_path)})",
     ]
     by_repo: dict[str, tuple[list[Entry], list[Entry]]] = {}

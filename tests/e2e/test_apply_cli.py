@@ -129,6 +129,33 @@ def test_a_rerun_reports_the_earlier_run_and_exits_0(
     )
 
 
+def test_a_plan_made_as_of_a_past_date_applies_at_once(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`plan --as-of` is when the policy is evaluated, not when the inventory was taken: the plan
+    is seconds old, so apply does not refuse it as a year old (its age is from generated_at)."""
+    _, policy_path, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    plan_file = tmp_path / "as-of.json"
+    argv = ["plan", "-p", str(policy_path), "--as-of", "2025-12-01", "-o", str(plan_file), "-q"]
+    assert cli.main(argv) == 0
+    doc = plan_mod.from_json(plan_file.read_bytes(), "as-of.json")
+    assert doc.as_of == datetime(2025, 12, 1, tzinfo=UTC)
+    assert datetime.now(UTC) - doc.generated_at < timedelta(minutes=5)
+    assert [e.digest for e in doc.deletions] == [old.digest]
+    capsys.readouterr()
+
+    code = cli.main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")])
+
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "ago, longer than the maximum plan age" not in err
+    assert not manifest_exists(registry.url, old.repo, old.digest)
+
+
 def test_refusals_say_what_to_do(
     registry: RegistryProcess,
     pusher: Pusher,

@@ -9,13 +9,16 @@ The expected deletions are written by hand from the scene's policy (tests/suppor
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from retention.cli import main
+from retention.plan import from_json as plan_from_json
 from retention.plan import human_bytes
+from retention.plan import to_json as plan_to_json
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pushed
 from tests.support.cliscene import (
@@ -48,9 +51,13 @@ def test_text_plan_shows_deletions_reasons_warnings_and_the_summary_last(
     assert main(_plan(scene)) == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
-    assert lines[0] == (
-        f"Plan for {registry.url} as of 2026-06-01T12:00:00Z (policy {scene.policy})"
-    )
+    # --as-of is when the policy was evaluated; the header also says when the inventory was taken
+    assert re.fullmatch(
+        re.escape(f"Plan for {registry.url} as of 2026-06-01T12:00:00Z, inventory taken ")
+        + r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+        + re.escape(f" (policy {scene.policy})"),
+        lines[0],
+    ), lines[0]
     web, multi = scene.web, f"{scene.prefix}/multi"
     text = "\n".join(lines)
     assert f"{web}: 2 images (2 tags) to delete\n" in text
@@ -103,7 +110,11 @@ def test_json_on_stdout_equals_the_output_file_and_is_deterministic(
         "plan.json"
     ]
     assert main(_plan(scene, "--format", "json")) == 0
-    assert capsys.readouterr().out == out
+    again = json.loads(capsys.readouterr().out)
+    # the same registry, policy and --as-of give the same plan; only the walk's wall clock moves
+    assert again["generated_at"] >= doc["generated_at"]
+    assert {**again, "generated_at": doc["generated_at"]} == doc
+    assert plan_to_json(plan_from_json(out, "plan.json")) == out  # deterministic bytes
 
 
 def test_quiet_with_output_writes_the_file_and_prints_nothing(
@@ -136,7 +147,10 @@ def test_as_of_ten_days_later_moves_main_4_past_newer_than(
 
     assert main([*_plan(scene, "--format", "json"), "--as-of", LATER_TEXT]) == 0
     later = json.loads(capsys.readouterr().out)
-    assert later["generated_at"] == LATER_TEXT
+    assert later["evaluated_at"] == LATER_TEXT
+    assert (
+        later["generated_at"] == now["generated_at"] or later["generated_at"] > now["generated_at"]
+    )
     assert _deletions(later) == scene.deleted_later()
 
 

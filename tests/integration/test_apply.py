@@ -183,11 +183,20 @@ def test_over_max_deletions_is_refused_before_any_request(
 
 
 @pytest.mark.parametrize(
-    ("flags", "code", "latest_survives"),
-    [([], 3, True), (["--verify-kept-tags"], 3, True), (["--no-verify-kept-tags"], 0, False)],
+    ("flags", "why"),
+    [
+        ([], "tag latest points at it"),
+        (["--verify-kept-tags"], "tag latest points at it"),
+        # trusting the plan's kept tags no longer deletes it: the policy, evaluated again before
+        # the first DELETE, keeps what `latest` points at now (invariant 8)
+        (
+            ["--no-verify-kept-tags"],
+            "the policy keeps it now: `latest`: protected by pattern `latest`",
+        ),
+    ],
     ids=["saved-plan-default", "explicit", "opted-out"],
 )
-def test_a_rolled_back_latest_is_kept_unless_kept_tags_are_trusted(
+def test_a_rolled_back_latest_is_kept_even_when_kept_tags_are_trusted(
     registry: RegistryProcess,
     pusher: Pusher,
     scene: Scene,
@@ -195,8 +204,7 @@ def test_a_rolled_back_latest_is_kept_unless_kept_tags_are_trusted(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     flags: list[str],
-    code: int,
-    latest_survives: bool,
+    why: str,
 ) -> None:
     policy_path = write_policy(tmp_path / "p.yaml", registry.url, repo_prefix)
     plan = make_plan(load(policy_path), repo_prefix)
@@ -205,12 +213,10 @@ def test_a_rolled_back_latest_is_kept_unless_kept_tags_are_trusted(
     pusher.tag(scene.app, "latest", scene.v3)  # a rollback: the kept `latest` moves to v3
 
     argv = ["apply", str(plan_file), "-p", str(policy_path), "--yes", *flags]
-    assert main([*argv, "--journal", str(tmp_path / "j.jsonl")]) == code
+    assert main([*argv, "--journal", str(tmp_path / "j.jsonl")]) == 3
 
     assert not manifest_exists(registry.url, scene.app, scene.v1.digest)
-    if latest_survives:
-        assert "tag latest points at it" in capsys.readouterr().err
-        assert tags_of(registry.url, scene.app)["latest"] == scene.v3.digest
-        assert pull_complete(registry.url, scene.app, "latest")
-    else:  # what --no-verify-kept-tags trades for one request less per kept tag
-        assert "latest" not in tags_of(registry.url, scene.app)
+    err = capsys.readouterr().err
+    assert why in err, err
+    assert tags_of(registry.url, scene.app)["latest"] == scene.v3.digest
+    assert pull_complete(registry.url, scene.app, "latest")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,8 @@ def test_to_json_shape() -> None:
     assert set(doc) == {
         "format_version",
         "generated_at",
+        "evaluated_at",
+        "inventory_source",
         "registry",
         "policy",
         "max_deletions",
@@ -153,6 +155,8 @@ def test_to_json_shape() -> None:
     }
     assert doc["format_version"] == 1
     assert doc["generated_at"] == "2024-06-01T12:00:00Z"
+    assert doc["evaluated_at"] == "2024-06-01T12:00:00Z"  # no --as-of: the same time
+    assert doc["inventory_source"] == "api"
     keys = [(e["repository"], e["digest"]) for e in doc["deletions"]]
     assert keys == sorted(keys)
     assert all(e["tags"] == sorted(e["tags"]) for e in doc["deletions"] + doc["kept"])
@@ -284,6 +288,21 @@ LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
             id="impossible-time",
         ),
         pytest.param(
+            json.dumps(_set("evaluated_at", "yesterday")),
+            "plan.json: $.evaluated_at: 'yesterday' is not a UTC time",
+            id="bad-evaluated-at",
+        ),
+        pytest.param(
+            json.dumps(_set("evaluated_at", "2024-02-30T12:00:00Z")),
+            "plan.json: $.evaluated_at: '2024-02-30T12:00:00Z' is not a valid time",
+            id="impossible-evaluated-at",
+        ),
+        pytest.param(
+            json.dumps(_set("inventory_source", "ftp")),
+            "plan.json: $.inventory_source: 'ftp' is not one of ['api', 'storage']",
+            id="unknown-inventory-source",
+        ),
+        pytest.param(
             json.dumps(_set("summary.images", -1)),
             "plan.json: $.summary.images: -1 is less than the minimum of 0",
             id="negative-count",
@@ -349,3 +368,33 @@ def test_to_json_of_an_empty_plan_equals_the_standard_encoder() -> None:
     reference = json.dumps(to_document(plan), sort_keys=True, indent=2, ensure_ascii=False)
     assert to_json(plan) == reference + "\n"
     assert '"deletions": []' in reference
+
+
+def test_a_plan_from_before_evaluated_at_loads_with_its_defaults() -> None:
+    """A plan file written before `evaluated_at` and `inventory_source` existed: evaluated at
+    its `generated_at`, from the API's inventory; writing it again adds both."""
+    old = _doc()
+    del old["evaluated_at"], old["inventory_source"]
+    plan = from_json(json.dumps(old), "plan.json")
+    assert plan.as_of == plan.generated_at == datetime(2024, 6, 1, 12, tzinfo=UTC)
+    assert plan.inventory_source == "api"
+    assert to_json(plan) == to_json(small_plan())
+
+
+def test_as_of_is_evaluated_at_and_the_header_names_both_times() -> None:
+    """`plan --as-of`: `generated_at` stays when the inventory was taken; the header's "as of"
+    is the evaluation time and names the inventory's time when they differ."""
+    later = NOW + timedelta(days=30)
+    plan = evaluate(small_policy(), small_inventory(), later)
+    doc = json.loads(to_json(plan))
+    assert (doc["generated_at"], doc["evaluated_at"]) == (
+        "2024-06-01T12:00:00Z",
+        "2024-07-01T12:00:00Z",
+    )
+    assert from_json(to_json(plan), "plan.json") == plan
+    header = render_text(plan, now=later).splitlines()[0]
+    assert header == (
+        "Plan for https://registry.example.test as of 2024-07-01T12:00:00Z, inventory taken "
+        "2024-06-01T12:00:00Z (policy policies/test.yaml)"
+    )
+    assert "inventory taken" not in render_text(small_plan(), now=NOW).splitlines()[0]
