@@ -1744,6 +1744,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         return ExitCode.OK
     policy_path = args.policy or state.policy_path
     config = RegistryConfig(url=registry)
+    options: dict[str, Any] = {}  # without a policy: the client's default timeouts
     if policy_path is not None and (args.policy or Path(policy_path).is_file()):
         policy = _load_policy(policy_path, args)
         if redact_url(policy.registry.url) != redact_url(registry):
@@ -1753,6 +1754,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
                 hint="pass -p with a policy for the journal's registry",
             )
         config = policy.registry
+        options = _client_options(policy)
     items = select(state, repository=args.repository, tag=args.tag)
     if not items:
         what = " ".join(
@@ -1785,7 +1787,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
             where = f"{untrusted(outcome.key[0])}:{untrusted(tag)}"
             print(f"tag not restored: {where}: {message(why)}", file=sys.stderr)
 
-    with RegistryClient(config, env=os.environ) as client:
+    with RegistryClient(config, env=os.environ, **options) as client:
         report = restore(client, items, progress=progress)
     restored = report.count("restored")
     if not args.quiet or not report.complete:
