@@ -15,6 +15,7 @@ import pytest
 
 from retention import cli
 from retention import plan as plan_mod
+from retention.oci import format_time
 from retention.schedule import acquire_lock, lock_path_for
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pushed, Pusher
@@ -140,10 +141,13 @@ def test_a_plan_made_as_of_a_past_date_applies_at_once(
     is seconds old, so apply does not refuse it as a year old (its age is from generated_at)."""
     _, policy_path, old = _setup(registry, pusher, repo_prefix, tmp_path)
     plan_file = tmp_path / "as-of.json"
-    argv = ["plan", "-p", str(policy_path), "--as-of", "2025-12-01", "-o", str(plan_file), "-q"]
-    assert cli.main(argv) == 0
+    # 36 h ago: past the 24 h plan age, and the newer image (a day old) is then only 12 h ahead,
+    # within the slack for clock skew (a date further ahead would be an unknown age)
+    as_of = (datetime.now(UTC) - timedelta(hours=36)).replace(microsecond=0)
+    argv = ["plan", "-p", str(policy_path), "--as-of", format_time(as_of)]
+    assert cli.main([*argv, "-o", str(plan_file), "-q"]) == 0
     doc = plan_mod.from_json(plan_file.read_bytes(), "as-of.json")
-    assert doc.as_of == datetime(2025, 12, 1, tzinfo=UTC)
+    assert doc.as_of == as_of
     assert datetime.now(UTC) - doc.generated_at < timedelta(minutes=5)
     assert [e.digest for e in doc.deletions] == [old.digest]
     capsys.readouterr()

@@ -105,10 +105,14 @@ def test_indexes_nested_deeper_than_the_cap_are_refused_clearly(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     repo = f"{repo_prefix}/deep"
-    _tower(pusher, repo, levels=inventory._MAX_INDEX_DEPTH + 1, fanout=1)
+    digests = _tower(pusher, repo, levels=inventory._MAX_INDEX_DEPTH + 1, fanout=1)
     policy = write_policy(tmp_path / "p.yaml", registry.url, repo_prefix)
 
-    code = cli.main(["plan", "-p", str(policy), "-o", str(tmp_path / "plan.json")])
+    try:
+        code = cli.main(["plan", "-p", str(policy), "-o", str(tmp_path / "plan.json")])
+    finally:
+        # the registry is shared by the session: a tower left tagged would stop every later plan
+        pusher.delete_manifest(repo, digests[-1])
 
     err = capsys.readouterr().err
     assert code == 1
