@@ -17,10 +17,25 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "model": ({"oci", "errors", "text"}, set()),
     "policy.model": ({"errors"}, set()),
     "policy.load": ({"policy.model", "errors"}, {"yaml", "jsonschema", "re2", "croniter"}),
-    "registry.auth": ({"errors", "oci", "text"}, {"requests"}),
-    "registry.client": (
-        {"registry.auth", "oci", "errors", "policy.model", "text"},
+    "registry": ({"registry.api", "registry.client", "registry.urls"}, set()),
+    "registry.api": ({"oci"}, set()),
+    "registry.urls": ({"errors", "text"}, set()),
+    "registry.deadlines": (set(), {"requests", "urllib3"}),
+    "registry.transport": (
+        {"registry.api", "registry.deadlines", "registry.urls", "oci", "errors", "policy.model"}
+        | {"text"},
         {"requests", "urllib3"},
+    ),
+    "registry.credentials": ({"errors"}, set()),
+    "registry.auth": (
+        {"registry.credentials", "registry.transport", "registry.urls", "errors", "oci", "text"},
+        set(),
+    ),
+    "registry.listing": ({"registry.transport", "registry.urls", "oci", "errors"}, set()),
+    "registry.client": (
+        {"registry.api", "registry.auth", "registry.credentials", "registry.listing"}
+        | {"registry.transport", "registry.urls", "oci", "errors", "policy.model", "text"},
+        set(),
     ),
     "cache": ({"oci", "errors"}, set()),
     "inventory": (
@@ -43,6 +58,7 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "progress": (set(), set()),
 }
 PURE = {
+    "registry.urls",
     "markdown",
     "progress",
     "text",
