@@ -45,12 +45,13 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "evaluate": ({"policy.model", "model", "oci", "plan", "errors", "text"}, set()),
     "plan": ({"model", "oci", "errors", "text"}, {"jsonschema"}),
     "apply": (
-        {"registry", "registry.client", "plan", "errors", "journal", "oci", "policy.model"},
+        {"registry", "registry.api", "registry.client", "plan", "errors", "journal", "oci"}
+        | {"policy.model"},
         set(),
     ),
     "journal": ({"errors", "oci"}, set()),
-    "restore": ({"registry", "registry.client", "journal", "oci", "errors"}, set()),
-    "doctor": ({"registry", "registry.client", "errors", "text"}, set()),
+    "restore": ({"registry.api", "journal", "oci", "errors"}, set()),
+    "doctor": ({"registry.api", "errors", "text"}, set()),
     "schedule": ({"errors"}, {"croniter"}),
     "gc": ({"errors", "model"}, set()),
     "starter": ({"errors"}, set()),
