@@ -78,7 +78,6 @@ class RegistryClient:
         deadline: RunDeadline | None = None,
     ) -> None:
         self.url = normalise_url(config.url)
-        self.url = normalise_url(config.url)
         env = os.environ if env is None else env
         self._page_size = max(1, min(page_size, PAGE_SIZE))
         policy_auth = (config.auth.username, config.auth.password) if config.auth else None
@@ -438,7 +437,7 @@ class RegistryClient:
             )
         raise_for(resp, f"DELETE of manifest {repo}@{digest}")
 
-    # --- pagination --------------------------------------------------------------------------
+    # --- requests ----------------------------------------------------------------------------
 
     def _send(
         self,

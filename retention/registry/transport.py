@@ -443,7 +443,8 @@ class Transport:
         elapsed = (time.monotonic() - started) * 1000
         logger.debug("%s %s %d %.0fms", method, shown_url(url), status, elapsed)
 
-    # --- errors and checks -------------------------------------------------------------------
+
+# --- answers as errors -------------------------------------------------------------------------
 
 
 def error(
