@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 from retention import oci
 from retention.errors import (
@@ -32,6 +32,7 @@ from retention.errors import (
 from retention.journal import IntentRecord, Journal, Key, redact_url
 from retention.plan import FORMAT_VERSION, Entry, Plan
 from retention.policy.model import MaxDeletions, Policy
+from retention.registry.api import FetchedManifest, ManifestRef, RegistryPort
 
 log = logging.getLogger(__name__)
 
@@ -44,31 +45,10 @@ _TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
 # -- the client port --------------------------------------------------------------------------
 
 
-class ManifestRefLike(Protocol):
-    @property
-    def digest(self) -> str: ...
-
-
-class FetchedLike(Protocol):
-    @property
-    def manifest(self) -> oci.Manifest: ...
-    @property
-    def raw(self) -> bytes: ...
-    @property
-    def media_type(self) -> str: ...
-
-
-class ApplyClient(Protocol):
-    """What apply needs of `retention.registry.client.RegistryClient` (which satisfies it)."""
-
-    @property
-    def url(self) -> str: ...
-    def list_tags(self, repo: str) -> list[str]: ...
-    def head_manifest(self, repo: str, reference: str) -> ManifestRefLike | None: ...
-    def get_manifest(self, repo: str, reference: str) -> FetchedLike | None: ...
-    def delete_manifest(self, repo: str, digest: str) -> bool: ...
-    def blob_exists(self, repo: str, digest: str) -> bool: ...
-    def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> str: ...
+# The one registry port (retention/registry/api.py), under the names apply uses.
+ApplyClient = RegistryPort
+ManifestRefLike = ManifestRef
+FetchedLike = FetchedManifest
 
 
 # -- values ------------------------------------------------------------------------------------

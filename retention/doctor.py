@@ -1,45 +1,25 @@
 """`retention doctor`: is this registry ready for retention? One check per line: reachable, API
 version, credentials, catalog access, whether deletion is enabled, clock skew.
 
-May import registry (through the client port) and errors; never prints. Deletion is probed with
-a DELETE of the all-zero sha256 digest, never a real one (registry-facts §1.3).
+May import registry (through its port, `registry.api.RegistryPort`) and errors; never prints.
+Deletion is probed with a DELETE of the all-zero sha256 digest, never a real one
+(docs/decisions.md, "Doctor").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 from retention.errors import AuthError, DeleteDisabledError, RegistryError, TransportError
+from retention.registry.api import RegistryPort
 from retention.text import untrusted
 
 Status = Literal["ok", "warn", "fail"]
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 API_VERSION = "registry/2.0"
-
-
-class PingLike(Protocol):
-    @property
-    def status(self) -> int: ...
-    @property
-    def api_version(self) -> str | None: ...
-    @property
-    def server_date(self) -> datetime | None: ...
-
-
-class DoctorClient(Protocol):
-    """What doctor needs of `retention.registry.client.RegistryClient`."""
-
-    @property
-    def url(self) -> str: ...
-    @property
-    def credential_source(self) -> str: ...
-    def ping(self) -> PingLike: ...
-    def catalog(self) -> Iterator[str]: ...
-    def probe_delete(self, repo: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +44,7 @@ def _skew_text(delta: timedelta) -> str:
 
 
 def run_checks(
-    client: DoctorClient,
+    client: RegistryPort,
     *,
     now: datetime,
     repository: str | None = None,
@@ -127,7 +107,7 @@ def run_checks(
     return tuple(checks)
 
 
-def _catalog_and_delete(client: DoctorClient, repository: str | None) -> list[Check]:
+def _catalog_and_delete(client: RegistryPort, repository: str | None) -> list[Check]:
     checks: list[Check] = []
     first: str | None = None
     pages = client.catalog()

@@ -1,7 +1,7 @@
 """Restore: re-upload the manifests an apply deleted, from its journal, and re-point their tags.
 
 Works until garbage collection removes the blobs those manifests reference. May import registry
-(through the client port), journal, oci and errors; never prints.
+(through its port, `registry.api.RegistryPort`), journal, oci and errors; never prints.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from retention import oci
 from retention.errors import ProtocolError, RegistryError, RetentionError
 from retention.journal import IntentRecord, JournalState, Key
+from retention.registry.api import RegistryPort
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +23,6 @@ GC_HINT = (
     "restore works only until garbage collection runs: it re-uploads manifests, not the layers "
     "and configs they reference"
 )
-
-
-class _RefLike(Protocol):
-    @property
-    def digest(self) -> str: ...
-
-
-class RestoreClient(Protocol):
-    """What restore needs of `retention.registry.client.RegistryClient`."""
-
-    @property
-    def url(self) -> str: ...
-    def head_manifest(self, repo: str, reference: str) -> _RefLike | None: ...
-    def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> str: ...
-
 
 RestoreKind = Literal["restored", "failed"]
 
@@ -139,7 +125,7 @@ def _is_blob_unknown(exc: RegistryError) -> bool:
 
 
 def restore(
-    client: RestoreClient,
+    client: RegistryPort,
     intents: tuple[IntentRecord, ...],
     *,
     progress: Callable[[RestoreOutcome], None] | None = None,
@@ -162,7 +148,7 @@ def restore(
     return RestoreReport(outcomes=tuple(outcomes))
 
 
-def _restore_one(client: RestoreClient, intent: IntentRecord, failed: set[Key]) -> RestoreOutcome:
+def _restore_one(client: RegistryPort, intent: IntentRecord, failed: set[Key]) -> RestoreOutcome:
     repo, digest = intent.key
     if oci.sha256_digest(intent.raw) != digest and oci.digest_of(intent.raw, "sha512") != digest:
         return RestoreOutcome(

@@ -1,14 +1,29 @@
-"""Everything that speaks HTTP to a registry: the client (`registry.client`) and auth
-(`registry.auth`). The only package that imports `requests`.
+"""Everything that speaks HTTP to a registry; the only package that imports `requests`.
+
+`api` (the port and its values) · `client` (the endpoints) · `transport` (session, TLS, deadlines,
+retries, redirects) · `deadlines` (the watchdog) · `auth` (challenges, tokens, Authenticator) ·
+`credentials` (policy, docker config, helpers) · `listing` (pagination) · `urls` (redaction).
 """
 
-from retention.registry.client import (
+from retention.registry.api import (
     FetchedManifest,
     ManifestRef,
     Ping,
-    RegistryClient,
+    RegistryPort,
     RetryPolicy,
     RunDeadline,
 )
+from retention.registry.client import RegistryClient
+from retention.registry.urls import redact_url, registry_key
 
-__all__ = ["FetchedManifest", "ManifestRef", "Ping", "RegistryClient", "RetryPolicy", "RunDeadline"]
+__all__ = [
+    "FetchedManifest",
+    "ManifestRef",
+    "Ping",
+    "RegistryClient",
+    "RegistryPort",
+    "RetryPolicy",
+    "RunDeadline",
+    "redact_url",
+    "registry_key",
+]

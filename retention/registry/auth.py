@@ -1,32 +1,32 @@
-"""Registry authentication: challenge parsing, token-request building, credential sources, tokens.
+"""Registry authentication: WWW-Authenticate parsing, token requests and responses, the token
+cache (pure), and the `Authenticator` that learns the scheme from a 401 and answers it.
 
-Parsing and request building are pure functions (no network); the only I/O here is reading the
-docker `config.json` and running `docker-credential-<name> get`. Secrets never reach a repr, a log
-line or an error message. HTTP itself is done by `registry.client`.
+Parsing and request building do no I/O; the Authenticator sends through `registry.transport`.
+Secrets never reach a repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import logging
-import os
-import shutil
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from retention.errors import AuthError
+from retention.errors import AuthError, RedirectRefused
 from retention.oci import load_json
+from retention.registry.credentials import Credentials
+from retention.registry.transport import (
+    RETRY_METHODS,
+    TOKEN_MAX_BYTES,
+    Response,
+    Transport,
+    error,
+    error_details,
+)
+from retention.registry.urls import origin, redact_url, shown_url
 from retention.text import untrusted
-
-logger = logging.getLogger(__name__)
 
 CATALOG_SCOPE = "registry:catalog:*"
 
@@ -36,10 +36,6 @@ DEFAULT_TOKEN_TTL = 60.0
 MIN_TOKEN_TTL = 60.0
 # Refresh a little before the server's expiry so a request never races it.
 TOKEN_EXPIRY_MARGIN = 10.0
-
-HELPER_TIMEOUT = 30.0
-DOCKER_HUB_KEY = "https://index.docker.io/v1/"
-_DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
 def repository_scope(repository: str, actions: Sequence[str]) -> str:
@@ -177,17 +173,6 @@ def parse_challenges(header: str) -> list[Challenge]:
     return challenges
 
 
-# --- token requests and responses ----------------------------------------------------------
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    port = parts.port
-    if port is None:
-        port = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), port
-
-
 @dataclass(frozen=True, slots=True)
 class TokenRequest:
     """A validated request to a token realm for a set of scopes."""
@@ -236,7 +221,7 @@ def build_token_request(
     The realm must be an absolute http(s) URL. A realm on another host than the registry is only
     accepted over https, and a realm never downgrades an https registry to http: credentials are
     sent to the realm, and a hostile registry (or a MITM on plain http) could otherwise point it at
-    a host that harvests them (registry-facts §3.1, go-containerregistry#2193).
+    a host that harvests them (docs/decisions.md, "Token realm checks"; go-containerregistry#2193).
     """
     if challenge.scheme != "bearer":
         raise AuthError(f"not a Bearer challenge: {untrusted(challenge.scheme)}")
@@ -244,12 +229,12 @@ def build_token_request(
     if not realm:
         raise AuthError("the registry's Bearer challenge has no realm")
     parts = urlsplit(realm)
-    shown = untrusted(_redact_url(realm))  # the server's text (retention/text.py)
+    shown = untrusted(redact_url(realm))  # the server's text (retention/text.py)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise AuthError(f"token realm is not an absolute http(s) URL: {shown}")
     if parts.username or parts.password:
         raise AuthError("token realm carries credentials in its URL; refused")
-    reg_scheme, reg_host, _ = _origin(registry_url)
+    reg_scheme, reg_host, _ = origin(registry_url)
     if parts.scheme == "http":
         if reg_scheme == "https":
             raise AuthError(
@@ -338,267 +323,241 @@ class TokenCache:
                 del self._tokens[key]
 
 
-# --- credentials -----------------------------------------------------------------------------
+# --- the Authenticator -----------------------------------------------------------------------
+
+_NO_CREDENTIALS = (
+    "the registry requires authentication; no credentials found "
+    "(policy registry.auth, docker config.json)"
+)
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """A username and secret, and where they came from; the secret never appears in a repr.
+class Authenticator:
+    """Sends a request with the credentials (or a token for its scope) the registry asks for.
 
-    `identity_token` marks a secret that is an OAuth2 refresh token (docker `identitytoken`, or a
-    helper answering username `<token>`); it is only ever sent to the token realm.
+    The first request goes out anonymously; the scheme its 401 names ("basic", or "bearer" with
+    the validated challenge) is remembered, so later requests authenticate from the start
+    (docs/decisions.md, "Registry client"). Thread-safe; one token fetch at a time.
     """
 
-    username: str
-    secret: str = field(repr=False)
-    source: str
-    identity_token: bool = False
+    def __init__(
+        self,
+        url: str,
+        credentials: Credentials | None,
+        transport: Transport,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self._credentials = credentials
+        self.credential_source = credentials.source if credentials is not None else "anonymous"
+        self._transport = transport
+        self._tokens = TokenCache(clock)
+        self._lock = threading.Lock()
+        self._token_lock = threading.Lock()
+        # Learnt from the first 401: "basic", or "bearer" with the validated challenge.
+        self._scheme: str | None = None
+        self._bearer: Challenge | None = None
 
-    def __repr__(self) -> str:
-        return (
-            f"Credentials(username={self.username!r}, secret='***', source={self.source!r}, "
-            f"identity_token={self.identity_token!r})"
-        )
+    @property
+    def scheme(self) -> str | None:
+        """ "basic", "bearer", or None while no 401 has been answered (anonymous access)."""
+        return self._scheme
 
-    def basic_header(self) -> str:
-        raw = f"{self.username}:{self.secret}".encode()
-        return "Basic " + base64.b64encode(raw).decode("ascii")
-
-
-@dataclass(frozen=True, slots=True)
-class AuthEntry:
-    """One `auths` entry of a docker config.json."""
-
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    identity_token: str | None = field(default=None, repr=False)
-
-    def __repr__(self) -> str:
-        return f"AuthEntry(username={self.username!r}, password='***', identity_token='***')"
-
-
-@dataclass(frozen=True, slots=True)
-class DockerConfig:
-    """What retention reads of a docker config.json: auths, credsStore, credHelpers."""
-
-    path: str
-    auths: tuple[tuple[str, AuthEntry], ...] = ()  # keyed by normalised host
-    creds_store: str | None = None
-    cred_helpers: tuple[tuple[str, str], ...] = ()  # normalised host → helper name
-
-    def auth_for(self, key: str) -> AuthEntry | None:
-        return dict(self.auths).get(key)
-
-    def helper_for(self, key: str) -> str | None:
-        return dict(self.cred_helpers).get(key)
-
-
-def normalise_host_key(key: str) -> str:
-    """A docker config key (`host`, `host:port`, `https://host/v1/`) as a lowercase host[:port].
-
-    Docker Hub's keys and hosts (`https://index.docker.io/v1/`, `docker.io`, `registry-1.docker.io`)
-    all map to `index.docker.io`.
-    """
-    text = key.strip()
-    if "://" in text:
-        text = text.split("://", 1)[1]
-    text = text.split("/", 1)[0].lower()
-    if text.endswith(":443"):
-        text = text[:-4]
-    if text in _DOCKER_HUB_HOSTS:
-        return "index.docker.io"
-    return text
-
-
-def registry_host_key(registry_url: str) -> str:
-    """The config.json lookup key for a registry URL."""
-    parts = urlsplit(registry_url)
-    host = (parts.hostname or "").lower()
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return normalise_host_key(host)
-
-
-def _decode_auth(value: str, path: str, key: str) -> tuple[str, str]:
-    try:
-        text = base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise AuthError(f"{path}: auths[{key!r}].auth is not valid base64") from exc
-    user, sep, password = text.partition(":")
-    if not sep or not user:
-        raise AuthError(f"{path}: auths[{key!r}].auth is not base64 of 'user:password'")
-    return user, password
-
-
-def parse_docker_config(text: str, path: str) -> DockerConfig:
-    """Parse a docker config.json (pure). Errors name the file and key, never a value."""
-    try:
-        doc: Any = json.loads(text)
-    except ValueError as exc:
-        raise AuthError(f"{path}: not valid JSON (line {getattr(exc, 'lineno', '?')})") from exc
-    if not isinstance(doc, dict):
-        raise AuthError(f"{path}: not a JSON object")
-    auths: dict[str, AuthEntry] = {}
-    raw_auths = doc.get("auths", {})
-    if raw_auths is None:
-        raw_auths = {}
-    if not isinstance(raw_auths, dict):
-        raise AuthError(f"{path}: 'auths' is not an object")
-    for raw_key, entry in raw_auths.items():
-        if not isinstance(entry, dict):
-            continue
-        key = normalise_host_key(str(raw_key))
-        identity = entry.get("identitytoken")
-        user: str | None = None
-        password: str | None = None
-        encoded = entry.get("auth")
-        if isinstance(encoded, str) and encoded:
-            user, password = _decode_auth(encoded, path, str(raw_key))
-        elif isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
-            user, password = entry["username"], entry["password"]
-        if user is None and not (isinstance(identity, str) and identity):
-            continue  # docker desktop writes empty entries when a credsStore holds the secret
-        auths[key] = AuthEntry(
-            username=user,
-            password=password,
-            identity_token=identity if isinstance(identity, str) and identity else None,
-        )
-    store = doc.get("credsStore")
-    helpers = doc.get("credHelpers", {})
-    if helpers is None:
-        helpers = {}
-    if not isinstance(helpers, dict):
-        raise AuthError(f"{path}: 'credHelpers' is not an object")
-    return DockerConfig(
-        path=path,
-        auths=tuple(sorted(auths.items())),
-        creds_store=store if isinstance(store, str) and store else None,
-        cred_helpers=tuple(
-            sorted(
-                (normalise_host_key(str(k)), v)
-                for k, v in helpers.items()
-                if isinstance(v, str) and v
+    def send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        *,
+        scope: str | None,
+        max_bytes: int,
+        follow_redirects: bool,
+    ) -> Response:
+        """One logical request: auth (one initial challenge, one refresh on 401), retries."""
+        answered_challenge = False
+        refreshed = False
+        while True:
+            authorization = self._authorization(scope)
+            if authorization is not None:
+                headers["Authorization"] = authorization
+            else:
+                headers.pop("Authorization", None)
+            resp = self._transport.with_retries(
+                method, url, headers, body, max_bytes=max_bytes, follow_redirects=follow_redirects
             )
-        ),
-    )
+            if resp.status != 401:
+                return resp
+            self._refuse_foreign_challenge(resp, url)
+            challenges = self._challenges(resp)
+            bearer = next((c for c in challenges if c.scheme == "bearer"), None)
+            if authorization is None and not answered_challenge:
+                answered_challenge = True
+                self._learn(challenges, resp)
+                continue
+            self._refuse_rejected(resp, authorization, bearer, scope)
+            if authorization is not None and not refreshed:
+                refreshed = True
+                self._forget_token(scope, authorization)
+                if bearer is not None:
+                    self._learn([bearer], resp)
+                continue
+            raise error(
+                AuthError,
+                resp,
+                "the registry still answers 401 after authenticating"
+                if authorization is not None
+                else _NO_CREDENTIALS,
+                hint=None if authorization is not None else "set registry.auth or docker login",
+            )
 
+    def _refuse_foreign_challenge(self, resp: Response, url: str) -> None:
+        if origin(resp.url) != origin(self._url):
+            # A 401 from a redirect target (object storage, or a host the registry points
+            # at) is not the registry's challenge: answering it would send the registry's
+            # credentials, or a token, to a realm that host chose.
+            raise RedirectRefused(
+                f"the redirect target {shown_url(resp.url)} refused the request "
+                "(HTTP 401); its challenge is not the registry's, so nothing was sent to it",
+                url=shown_url(url),
+                status=401,
+                hint="a registry that redirects to storage must give it a signed URL",
+            )
 
-def docker_config_path(env: Mapping[str, str]) -> Path | None:
-    """`$DOCKER_CONFIG/config.json`, else `$HOME/.docker/config.json`; None without either."""
-    if env.get("DOCKER_CONFIG"):
-        return Path(env["DOCKER_CONFIG"]) / "config.json"
-    if env.get("HOME"):
-        return Path(env["HOME"]) / ".docker" / "config.json"
-    return None
+    def _refuse_rejected(
+        self,
+        resp: Response,
+        authorization: str | None,
+        bearer: Challenge | None,
+        scope: str | None,
+    ) -> None:
+        """Raise for a 401 that another try cannot fix: Basic credentials rejected, or a token
+        that lacks the scope."""
+        if authorization is not None and authorization.startswith("Basic "):
+            raise error(
+                AuthError,
+                resp,
+                f"the registry rejected the credentials from {self.credential_source}",
+                hint="check the username and password",
+            )
+        if bearer is not None and bearer.param("error") == "insufficient_scope":
+            raise error(
+                AuthError,
+                resp,
+                f"missing {_missing_permission(scope)}",
+                hint=f"the token server did not grant {scope or 'access'} to "
+                f"{self.credential_source} credentials",
+            )
 
+    def _challenges(self, resp: Response) -> list[Challenge]:
+        header = resp.header("WWW-Authenticate")
+        if not header:
+            raise error(AuthError, resp, "401 without a WWW-Authenticate challenge")
+        return parse_challenges(header)
 
-HelperRunner = Callable[[str, str, Mapping[str, str]], "subprocess.CompletedProcess[bytes]"]
+    def _learn(self, challenges: list[Challenge], resp: Response) -> None:
+        """Remember how this registry authenticates, from a 401's challenges."""
+        bearer = next((c for c in challenges if c.scheme == "bearer"), None)
+        basic = next((c for c in challenges if c.scheme == "basic"), None)
+        with self._lock:
+            if bearer is not None:
+                # validate now (realm host and scheme) so a bad realm fails before any token call
+                build_token_request(bearer, (), self._url)
+                self._scheme, self._bearer = "bearer", bearer
+            elif basic is not None:
+                if self._credentials is None:
+                    raise error(
+                        AuthError,
+                        resp,
+                        _NO_CREDENTIALS,
+                        hint="set registry.auth in the policy, or docker login",
+                    )
+                if self._credentials.identity_token:
+                    raise error(AuthError, resp, "an identity token cannot be used for Basic auth")
+                self._scheme, self._bearer = "basic", None
+            else:
+                schemes = ", ".join(sorted({untrusted(c.scheme) for c in challenges})) or "none"
+                raise error(AuthError, resp, f"unsupported authentication scheme(s): {schemes}")
 
-
-def run_credential_helper(
-    name: str, server: str, env: Mapping[str, str]
-) -> subprocess.CompletedProcess[bytes]:
-    """Run `docker-credential-<name> get` with the server on stdin: argument list, no shell."""
-    program = f"docker-credential-{name}"
-    found = shutil.which(program, path=env.get("PATH", os.defpath))
-    if found is None:
-        raise AuthError(
-            f"credential helper {program} is not on PATH",
-            hint="install it, or remove it from credsStore/credHelpers in the docker config",
-        )
-    try:
-        return subprocess.run(  # fixed argv, no shell
-            [found, "get"],
-            input=server.encode(),
-            capture_output=True,
-            timeout=HELPER_TIMEOUT,
-            env=dict(env),
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AuthError(
-            f"credential helper {program} did not answer in {HELPER_TIMEOUT:g}s"
-        ) from exc
-    except OSError as exc:
-        raise AuthError(f"credential helper {program} could not be run: {exc.strerror}") from exc
-
-
-def _from_helper(
-    name: str, server: str, env: Mapping[str, str], run: HelperRunner
-) -> Credentials | None:
-    program = f"docker-credential-{name}"
-    done = run(name, server, env)
-    if done.returncode != 0:
-        # The helper protocol says "credentials not found" on stdout; anything else is a failure.
-        # Helper output is never quoted: it might hold a secret.
-        if b"credentials not found" in done.stdout.lower():
-            return None
-        raise AuthError(f"credential helper {program} failed (exit {done.returncode})")
-    try:
-        doc: Any = json.loads(done.stdout)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise AuthError(f"credential helper {program} answered something that is not JSON") from exc
-    if not isinstance(doc, dict):
-        raise AuthError(f"credential helper {program} answered something that is not an object")
-    user, secret = doc.get("Username"), doc.get("Secret")
-    if not isinstance(user, str) or not isinstance(secret, str) or not secret:
+    def _authorization(self, scope: str | None) -> str | None:
+        with self._lock:
+            scheme, bearer = self._scheme, self._bearer
+        if scheme == "basic" and self._credentials is not None:
+            return self._credentials.basic_header()
+        if scheme == "bearer" and bearer is not None:
+            return "Bearer " + self._token(bearer, scope)
         return None
-    source = f"credential-helper:{name}"
-    if user == "<token>":
-        return Credentials(username=user, secret=secret, source=source, identity_token=True)
-    return Credentials(username=user, secret=secret, source=source)
+
+    def _token_request(self, bearer: Challenge, scope: str | None) -> TokenRequest:
+        return build_token_request(bearer, (scope,) if scope else (), self._url)
+
+    def _forget_token(self, scope: str | None, authorization: str) -> None:
+        with self._lock:
+            bearer = self._bearer
+        if bearer is not None and authorization.startswith("Bearer "):
+            request = self._token_request(bearer, scope)
+            self._tokens.invalidate(request.key(), authorization[len("Bearer ") :])
+
+    def _token(self, bearer: Challenge, scope: str | None) -> str:
+        request = self._token_request(bearer, scope)
+        key = request.key()
+        cached = self._tokens.get(key)
+        if cached is not None:
+            return cached.value
+        with self._token_lock:  # one fetch at a time: concurrent callers share its result
+            cached = self._tokens.get(key)
+            if cached is not None:
+                return cached.value
+            token = self._fetch_token(request)
+            self._tokens.put(key, token)
+            return token.value
+
+    def _fetch_token(self, request: TokenRequest) -> Token:
+        creds = self._credentials
+        headers: dict[str, str] = {"Accept": "application/json"}
+        realm_url = request.url()
+        if creds is not None and creds.identity_token:
+            # OAuth2 refresh-token grant; the identity token goes only to the realm (scope.md)
+            resp = self._transport.with_retries(
+                "POST",
+                request.realm,
+                {**headers, "Content-Type": "application/x-www-form-urlencoded"},
+                urlencode(request.refresh_form(creds.secret)).encode(),
+                max_bytes=TOKEN_MAX_BYTES,
+                follow_redirects=False,
+                retry_methods=RETRY_METHODS | {"POST"},
+            )
+        else:
+            if creds is not None:
+                headers["Authorization"] = creds.basic_header()
+            resp = self._transport.with_retries(
+                "GET", realm_url, headers, None, max_bytes=TOKEN_MAX_BYTES, follow_redirects=False
+            )
+        where = shown_url(request.realm)
+        if resp.status in (401, 403):
+            who = f"user {creds.username!r}" if creds is not None else "anonymous access"
+            raise AuthError(
+                f"the token server refused {who} for {', '.join(request.scopes) or 'the registry'}",
+                url=where,
+                status=resp.status,
+                hint="check the credentials"
+                if creds is not None
+                else "set registry.auth in the policy, or docker login",
+            )
+        if resp.status != 200:
+            code, _ = error_details(resp.body)
+            raise AuthError(
+                f"the token server answered {resp.status}", url=where, status=resp.status, code=code
+            )
+        return parse_token_response(resp.body, self._tokens.now())
 
 
-def resolve_credentials(
-    registry_url: str,
-    policy_auth: tuple[str, str] | None,
-    env: Mapping[str, str],
-    *,
-    run: HelperRunner = run_credential_helper,
-) -> Credentials | None:
-    """Credentials for the registry, in order: the policy's `registry.auth` (username, password);
-    the docker config's `credHelpers` entry for the host, else its `credsStore`, else its `auths`
-    entry; else None (anonymous). A helper that has nothing for the host falls through to `auths`.
-    """
-    if policy_auth is not None:
-        return Credentials(policy_auth[0], policy_auth[1], source="policy")
-    path = docker_config_path(env)
-    if path is None:
-        return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuthError(f"cannot read docker config {path}: {exc.__class__.__name__}") from exc
-    docker = parse_docker_config(text, str(path))
-    key = registry_host_key(registry_url)
-    server = DOCKER_HUB_KEY if key == "index.docker.io" else key
-    helper = docker.helper_for(key) or docker.creds_store
-    if helper is not None:
-        found = _from_helper(helper, server, env, run)
-        if found is not None:
-            logger.debug("credentials for %s from credential helper %s", key, helper)
-            return found
-    entry = docker.auth_for(key)
-    if entry is None:
-        return None
-    logger.debug("credentials for %s from %s", key, path)
-    if entry.username is not None and entry.password is not None:
-        return Credentials(entry.username, entry.password, source="docker-config")
-    assert entry.identity_token is not None
-    return Credentials("<token>", entry.identity_token, "docker-config", identity_token=True)
-
-
-def _redact_url(url: str) -> str:
-    """scheme://host[:port]/path — no userinfo, no query (it may hold a signature or token)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-redact_url = _redact_url
+def _missing_permission(scope: str | None) -> str:
+    """What an insufficient_scope refusal means, in words: the action beyond `pull` if any."""
+    if not scope:
+        return "registry access"
+    if scope == CATALOG_SCOPE:
+        return "catalog access (registry:catalog:*)"
+    kind, _, rest = scope.partition(":")
+    name, _, actions = rest.rpartition(":")
+    wanted = [a for a in actions.split(",") if a != "pull"] or ["pull"]
+    return f"{' and '.join(wanted)} permission on {kind} {name}"

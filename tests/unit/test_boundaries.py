@@ -17,10 +17,25 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "model": ({"oci", "errors", "text"}, set()),
     "policy.model": ({"errors"}, set()),
     "policy.load": ({"policy.model", "errors"}, {"yaml", "jsonschema", "re2", "croniter"}),
-    "registry.auth": ({"errors", "oci", "text"}, {"requests"}),
-    "registry.client": (
-        {"registry.auth", "oci", "errors", "policy.model", "text"},
+    "registry": ({"registry.api", "registry.client", "registry.urls"}, set()),
+    "registry.api": ({"oci"}, set()),
+    "registry.urls": ({"errors", "text"}, set()),
+    "registry.deadlines": (set(), {"requests", "urllib3"}),
+    "registry.transport": (
+        {"registry.api", "registry.deadlines", "registry.urls", "oci", "errors", "policy.model"}
+        | {"text"},
         {"requests", "urllib3"},
+    ),
+    "registry.credentials": ({"errors"}, set()),
+    "registry.auth": (
+        {"registry.credentials", "registry.transport", "registry.urls", "errors", "oci", "text"},
+        set(),
+    ),
+    "registry.listing": ({"registry.transport", "registry.urls", "oci", "errors"}, set()),
+    "registry.client": (
+        {"registry.api", "registry.auth", "registry.credentials", "registry.listing"}
+        | {"registry.transport", "registry.urls", "oci", "errors", "policy.model", "text"},
+        set(),
     ),
     "cache": ({"oci", "errors"}, set()),
     "inventory": (
@@ -30,12 +45,13 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "evaluate": ({"policy.model", "model", "oci", "plan", "errors", "text"}, set()),
     "plan": ({"model", "oci", "errors", "text"}, {"jsonschema"}),
     "apply": (
-        {"registry", "registry.client", "plan", "errors", "journal", "oci", "policy.model"},
+        {"registry", "registry.api", "registry.client", "plan", "errors", "journal", "oci"}
+        | {"policy.model"},
         set(),
     ),
     "journal": ({"errors", "oci"}, set()),
-    "restore": ({"registry", "registry.client", "journal", "oci", "errors"}, set()),
-    "doctor": ({"registry", "registry.client", "errors", "text"}, set()),
+    "restore": ({"registry.api", "journal", "oci", "errors"}, set()),
+    "doctor": ({"registry.api", "errors", "text"}, set()),
     "schedule": ({"errors"}, {"croniter"}),
     "gc": ({"errors", "model"}, set()),
     "starter": ({"errors"}, set()),
@@ -43,6 +59,7 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "progress": (set(), set()),
 }
 PURE = {
+    "registry.urls",
     "markdown",
     "progress",
     "text",

@@ -15,15 +15,11 @@ from hypothesis import strategies as st
 from retention.errors import RegistryError
 from retention.policy.model import Auth, RegistryConfig, Tls
 from retention.registry import RegistryClient, RetryPolicy
-from retention.registry.client import (
-    USER_AGENT,
-    _error_details,
-    _proxies_for,
-    backoff_delay,
-    normalise_url,
-    parse_link_next,
-    parse_retry_after,
-)
+from retention.registry.client import USER_AGENT
+from retention.registry.listing import parse_link_next
+from retention.registry.transport import _proxies_for, backoff_delay, parse_retry_after
+from retention.registry.transport import error_details as _error_details
+from retention.registry.urls import normalise_url
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -15,19 +15,21 @@ from hypothesis import strategies as st
 from retention.errors import AuthError
 from retention.registry.auth import (
     CATALOG_SCOPE,
-    AuthEntry,
     Challenge,
-    Credentials,
     Token,
     TokenCache,
     build_token_request,
+    parse_challenges,
+    parse_token_response,
+    repository_scope,
+)
+from retention.registry.credentials import (
+    AuthEntry,
+    Credentials,
     docker_config_path,
     normalise_host_key,
-    parse_challenges,
     parse_docker_config,
-    parse_token_response,
     registry_host_key,
-    repository_scope,
     resolve_credentials,
 )
 
