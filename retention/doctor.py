@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from retention.errors import AuthError, DeleteDisabledError, RegistryError, TransportError
-from retention.text import untrusted
+from retention.text import first_line, untrusted
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -51,7 +51,7 @@ class Check:
 
 
 def _first(exc: RegistryError) -> str:
-    return exc.diagnostics().splitlines()[0]
+    return first_line(exc.diagnostics())
 
 
 def _skew_text(delta: timedelta) -> str:
