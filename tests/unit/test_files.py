@@ -1,4 +1,5 @@
-"""retention/files.py on real files: atomic replace and create, directory fsync, flock."""
+"""retention/files.py on real files: atomic replace and create, directory fsync, flock (and how
+the journal and the schedule report a lock error)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from retention.errors import JournalError, LockHeld, ScheduleError
 from retention.files import atomic_create, atomic_write, fsync_dir, try_lock, unlock
+from retention.journal import Journal
+from retention.schedule import acquire_lock
 
 
 @pytest.mark.parametrize(
@@ -146,3 +150,30 @@ def test_try_lock_raises_what_is_not_a_held_lock(tmp_path: Path) -> None:
     with pytest.raises(OSError) as caught:
         try_lock(fd)  # EBADF: a real error, not "held"
     assert caught.value.errno == errno.EBADF
+
+
+def _no_locks(fd: int) -> bool:
+    raise OSError(errno.ENOLCK, "No locks available")
+
+
+@pytest.mark.parametrize(
+    ("module", "take", "expected"),
+    [
+        ("retention.journal", "journal", r"cannot lock journal .*No locks available"),
+        ("retention.schedule", "schedule", r"cannot lock .*No locks available"),
+    ],
+    ids=["journal", "schedule-lock"],
+)
+def test_a_lock_error_that_is_not_a_held_lock_is_not_reported_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, take: str, expected: str
+) -> None:
+    monkeypatch.setattr(f"{module}.try_lock", _no_locks)
+    with pytest.raises((JournalError, ScheduleError), match=expected) as caught:
+        if take == "journal":
+            Journal(tmp_path / "j.jsonl", registry="http://r").open(
+                plan_sha256="ab", policy_path="p.yaml"
+            )
+        else:
+            with acquire_lock(tmp_path / "p.lock"):
+                pass
+    assert not isinstance(caught.value, LockHeld)
