@@ -1,8 +1,7 @@
 """The cron loop behind `retention schedule`: ticks, the per-policy lock, the loop itself.
 
 Runs an injected `run_once()` with an injected clock and sleep, recording each run through
-runlog.py; imports errors, files, state, runlog and croniter. Installs no signal handlers: cli.py
-sets the `StopFlag` from them.
+runlog.py. Installs no signal handlers: cli.py sets the `StopFlag` from them.
 """
 
 from __future__ import annotations
