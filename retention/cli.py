@@ -18,7 +18,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -47,6 +46,7 @@ from retention.cache import DigestCache
 from retention.doctor import run_checks
 from retention.errors import AuthError, InventoryError, PolicyError, RetentionError, ScheduleError
 from retention.evaluate import TagVerdict, age_words, evaluate, explain
+from retention.files import atomic_create, atomic_write
 from retention.gc import DEFAULT_TIMEOUT_SECONDS, run_gc, untagged_warnings
 from retention.inventory import Progress, Shard, take_inventory
 from retention.journal import Journal, default_journal_path, read_journal, redact_url
@@ -59,19 +59,17 @@ from retention.policy.load import compile_pattern, load_policy, load_policy_text
 from retention.policy.model import Auth, Pattern, Policy, RegistryConfig, Schedule
 from retention.registry.client import RegistryClient, RetryPolicy, RunDeadline
 from retention.restore import GC_HINT, RestoreOutcome, restore, select
+from retention.runlog import HistoryRecord, RunLog, RunOutcome, default_history_path
 from retention.schedule import (
-    RunLog,
-    RunOutcome,
-    RunRecord,
     StopFlag,
     acquire_lock,
-    default_history_path,
     lock_path_for,
     next_times,
     run_loop,
     run_now,
 )
 from retention.starter import check_credentials, starter_policy
+from retention.state import digest_cache_dir
 from retention.text import message, untrusted
 
 log = logging.getLogger("retention")
@@ -86,7 +84,6 @@ class ExitCode(enum.IntEnum):
 
 Handler = Callable[[argparse.Namespace], int]
 
-EPILOG_HINT = "Docs: README.md and docs/ in the project."
 FALLBACK_HINT = (
     "look the message up in docs/troubleshooting.md; --verbose shows the HTTP requests "
     "and the traceback"
@@ -168,17 +165,7 @@ def write_output(path: str | None, text: str, stream: TextIO | None = None) -> N
     if path is None or path == "-":
         (stream or sys.stdout).write(text)
         return
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(path), text.encode("utf-8"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -376,11 +363,6 @@ def _repository_pattern(text: str) -> Pattern:
         ) from exc
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "retention" / "digests"
-
-
 class _Progress:
     """Progress of the phases of long work on stderr (retention.progress): on a terminal one
     line per phase, redrawn at most 10 times a second; with `--log-format json` a JSON event a
@@ -495,7 +477,7 @@ def _take(
             return False
         return select_pattern is None or select_pattern.matches(name)
 
-    cache = DigestCache(_cache_dir()) if use_cache else None
+    cache = DigestCache(digest_cache_dir(os.environ)) if use_cache else None
     with (
         cache or contextlib.nullcontext(),
         RegistryClient(
@@ -951,20 +933,11 @@ def _refuse_existing(path: str | None, force: bool) -> None:
 def _write_new(path: str, text: str) -> None:
     """Write `text` to a file that must not exist yet, atomically: a temp file hard-linked into
     place, so a file created meanwhile is never replaced."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            _refuse_existing(path, force=False)
-            raise
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        atomic_create(Path(path), text.encode("utf-8"))
+    except FileExistsError:
+        _refuse_existing(path, force=False)
+        raise
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -1180,7 +1153,7 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     def run_once() -> RunOutcome:
         return _scheduled_run(policy, stop=stop, gc_timeout=args.gc_timeout)
 
-    def on_record(record: RunRecord) -> None:
+    def on_record(record: HistoryRecord) -> None:
         record_run(record)
         if not args.quiet:
             print(_run_summary(record), file=sys.stderr)
@@ -1402,7 +1375,7 @@ def _apply_scheduled(policy: Policy, plan: Plan, *, now: datetime, stop: StopFla
     )
 
 
-def _run_summary(record: RunRecord) -> str:
+def _run_summary(record: HistoryRecord) -> str:
     o = record.outcome
     text = f"run {record.status} ({record.duration_seconds:.1f} s)"
     if o is not None:

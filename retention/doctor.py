@@ -14,7 +14,7 @@ from typing import Literal
 
 from retention.errors import AuthError, DeleteDisabledError, RegistryError, TransportError
 from retention.registry.api import RegistryPort
-from retention.text import untrusted
+from retention.text import first_line, untrusted
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -31,7 +31,7 @@ class Check:
 
 
 def _first(exc: RegistryError) -> str:
-    return exc.diagnostics().splitlines()[0]
+    return first_line(exc.diagnostics())
 
 
 def _skew_text(delta: timedelta) -> str:

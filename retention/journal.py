@@ -1,17 +1,16 @@
 """The apply journal: JSON lines written around every DELETE, so a re-run resumes and `restore`
 can put deleted manifests back.
 
-Imports only `errors` and the standard library. Each record is one line, written with one
-`write()` on an O_APPEND file, then flushed and fsynced before the caller goes on. The journal never
-holds credentials: the registry URL is stored without userinfo and nothing else comes from config.
+Imports `errors`, `files`, `state` and `text` (plus the standard library). Each record is one line,
+written with one `write()` on an O_APPEND file, then flushed and fsynced before the caller goes on.
+The journal never holds credentials: the registry URL is stored without userinfo and nothing else
+comes from config.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -26,6 +25,9 @@ from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from retention.errors import JournalError, LockHeld
+from retention.files import fsync_dir, try_lock, unlock
+from retention.state import journal_dir
+from retention.text import TIME_FORMAT, format_time
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +39,14 @@ OUTCOME_KINDS: frozenset[str] = frozenset({"done", "gone", "stale", "kept", "fai
 # An entry whose latest outcome is one of these needs no more work on a re-run.
 TERMINAL_KINDS: frozenset[str] = frozenset({"done", "gone"})
 
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 Key = tuple[str, str]  # (repository, digest)
 
 
-def _format_time(when: datetime) -> str:
-    return when.astimezone(UTC).strftime(_TIME_FORMAT)
-
-
 def _parse_time(text: str, where: str) -> datetime:
     try:
-        return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError as exc:
         raise JournalError(f"{where}: invalid time {text!r}") from exc
 
@@ -79,18 +76,13 @@ def default_journal_path(registry_url: str, plan_sha256: str, env: Mapping[str, 
     XDG_STATE_HOME defaults to ~/.local/state (XDG Base Directory spec); the port is kept in the
     name (with `_` for `:`) so two registries on one host get two journals.
     """
-    base = env.get("XDG_STATE_HOME") or ""
-    state = Path(base) if base and Path(base).is_absolute() else None
-    if state is None:
-        home = env.get("HOME") or str(Path.home())
-        state = Path(home) / ".local" / "state"
     parts = urlsplit(registry_url)
     host = parts.hostname or "registry"
     if parts.port:
         host = f"{host}_{parts.port}"
     digest = plan_sha256.removeprefix("sha256:")
     name = f"{_SAFE_NAME.sub('_', host)}-{digest[:12]}.jsonl"
-    return state / "retention" / "journal" / name
+    return journal_dir(env) / name
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +140,7 @@ def _record_json(record: Record) -> dict[str, Any]:
             "registry": record.registry,
             "plan_sha256": record.plan_sha256,
             "policy": record.policy_path,
-            "at": _format_time(record.at),
+            "at": format_time(record.at),
         }
     if isinstance(record, IntentRecord):
         return {
@@ -161,14 +153,14 @@ def _record_json(record: Record) -> dict[str, Any]:
             "tags": list(record.tags),
             "parent": record.parent,
             "manifest": base64.b64encode(record.raw).decode("ascii"),
-            "at": _format_time(record.at),
+            "at": format_time(record.at),
         }
     return {
         "record": record.kind,
         "repository": record.repository,
         "digest": record.digest,
         "reason": record.reason,
-        "at": _format_time(record.at),
+        "at": format_time(record.at),
     }
 
 
@@ -340,17 +332,20 @@ class Journal:
                 hint="pass --journal PATH to a writable location",
             ) from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = try_lock(fd)
         except OSError as exc:
+            os.close(fd)
+            raise JournalError(f"cannot lock journal {self.path}: {exc.strerror or exc}") from exc
+        if not locked:
             os.close(fd)
             raise LockHeld(
                 f"journal {self.path} is locked: another apply of this plan is running",
                 hint="wait for it to finish; two applies of one plan must not run at once",
-            ) from exc
+            )
         self._fd = fd
         try:
             if created:
-                self._fsync_dir()
+                fsync_dir(self.path.parent)
             else:
                 self.state = read_journal(self.path)
                 self._check_registry(self.state.registry)
@@ -389,14 +384,6 @@ class Journal:
             os.fsync(self._fd)
         except OSError as exc:
             raise JournalError(f"cannot repair journal {self.path}: {exc.strerror or exc}") from exc
-
-    def _fsync_dir(self) -> None:
-        with contextlib.suppress(OSError):
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
 
     def _write_bytes(self, data: bytes) -> None:
         if self._fd is None:
@@ -452,8 +439,7 @@ class Journal:
     def close(self) -> None:
         with self._lock:
             if self._fd is not None:
-                with contextlib.suppress(OSError):
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                unlock(self._fd)
                 os.close(self._fd)
                 self._fd = None
 

@@ -16,6 +16,7 @@ from retention import oci
 from retention.errors import ProtocolError, RegistryError, RetentionError
 from retention.journal import IntentRecord, JournalState, Key
 from retention.registry.api import RegistryPort
+from retention.text import first_line
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def _restore_one(client: RegistryPort, intent: IntentRecord, failed: set[Key]) -
                 client.put_manifest(repo, tag, intent.raw, intent.media_type)
             restored.append(tag)
         except RegistryError as exc:
-            skipped.append((tag, exc.diagnostics().splitlines()[0]))
+            skipped.append((tag, first_line(exc.diagnostics())))
     return RestoreOutcome(
         intent, "restored", tags_restored=tuple(restored), tags_skipped=tuple(skipped)
     )
@@ -199,5 +200,5 @@ def _put_failed(intent: IntentRecord, exc: RegistryError) -> RestoreOutcome:
             "apply, so this manifest cannot be restored",
             blob_unknown=True,
         )
-    reason = exc.diagnostics().splitlines()[0] if isinstance(exc, RetentionError) else str(exc)
+    reason = first_line(exc.diagnostics()) if isinstance(exc, RetentionError) else str(exc)
     return RestoreOutcome(intent, "failed", reason=reason)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from retention.errors import RetentionError
+from retention.text import DURATION_UNITS, plural
 
 Treatment = Literal["attached", "protect", "rule"]
 
@@ -265,25 +266,17 @@ def _yaml_pattern(pattern: str) -> str:
     return "'" + pattern.replace("'", "''") + "'"
 
 
-def _plural(n: int, word: str) -> str:
-    if n == 1:
-        return f"{n} {word}"
-    return f"{n} {word[:-1]}ies" if word.endswith("y") else f"{n} {word}s"
-
-
 def _where(seen: Seen) -> str:
-    text = f"{_plural(seen.tags, 'tag')} in {_plural(seen.repositories, 'repository')}"
+    repositories = plural(seen.repositories, "repository", "repositories")
+    text = f"{plural(seen.tags, 'tag')} in {repositories}"
     if seen.examples:
         text += ", e.g. " + _safe(seen.examples[0])
     return text
 
 
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
 def _keep_words(family: Family) -> str:
     age = family.keep_newer_than or ""
-    age = f"{age[:-1]} {_UNITS[age[-1]]}" if age else "no age"
+    age = f"{age[:-1]} {DURATION_UNITS[age[-1]]}" if age else "no age"
     return f"keeps, per repository, the {family.keep_last} newest images and any younger than {age}"
 
 
@@ -341,8 +334,8 @@ def render_policy(
     file = _safe(filename, 80) if filename else "POLICY.yaml"
     out: list[str] = [
         f"# Starter retention policy for {_safe(url, 200)}, written by `retention init`{when}.",
-        f"# It read {_plural(survey_.repositories, 'repository')} and "
-        f"{_plural(survey_.tags, 'tag')}, and recognised these tag families:",
+        f"# It read {plural(survey_.repositories, 'repository', 'repositories')} and "
+        f"{plural(survey_.tags, 'tag')}, and recognised these tag families:",
         "#",
         *_table(survey_),
         "#",
@@ -403,7 +396,7 @@ def render_policy(
     if signatures is not None:
         out += [
             "# Signatures and attestations (sha256-<digest>.sig/.att/.sbom, "
-            f"{_plural(signatures.tags, 'tag')}) need no rule:",
+            f"{plural(signatures.tags, 'tag')}) need no rule:",
             "# they are kept and deleted together with the image they belong to.",
         ]
     return "\n".join(out) + "\n"
@@ -416,7 +409,7 @@ def _protect_lines(survey_: Survey) -> list[str]:
     for name in sorted(repos.keys() | {"latest"}, key=lambda n: (n != "latest", n)):
         note = "moving tag (none yet)"
         if name in repos:
-            note = f"moving tag, in {_plural(repos[name], 'repository')}"
+            note = f"moving tag, in {plural(repos[name], 'repository', 'repositories')}"
         lines.append(f"    - {_yaml_pattern(name):<28}  # {note}")
     for family in FAMILIES:
         if family.treatment != "protect" or family.key == "moving":

@@ -1,4 +1,5 @@
-"""Pure text helpers for what people read: escaping of untrusted (registry-sourced) strings.
+"""Pure text helpers for what people read: escaping of untrusted (registry-sourced) strings,
+counts with plurals, duration units, UTC time stamps and the first line of an error.
 
 Imports nothing of ours and does no I/O. Every string that came from a registry goes through
 `untrusted()` before a terminal, a plan text or a Markdown plan sees it (docs/decisions.md,
@@ -7,6 +8,7 @@ Imports nothing of ours and does no I/O. Every string that came from a registry 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Final
 
 # Bidi controls (Unicode TR9) that reorder what a terminal shows: overrides, embeddings,
@@ -87,3 +89,26 @@ def _json_escape(char: str) -> str:
         return f"\\u{code:04x}"
     code -= 0x10000  # JSON writes an astral character as a UTF-16 surrogate pair
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+# The duration suffixes of the policy language (`24h`, `30d`) and the timedelta field of each.
+DURATION_UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+# UTC to the second with a `Z`: journal records, plan times (docs/decisions.md, "Journal").
+TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def plural(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 tag`, `2 tags`; `plural` for an irregular one (`repository`, `repositories`)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+
+
+def format_time(when: datetime) -> str:
+    """`when` in UTC as `2024-05-02T03:30:00Z` (aware datetimes; fractions dropped)."""
+    return when.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def first_line(text: str) -> str:
+    """The first line of a multi-line message (an error's `diagnostics()`); "" for no text."""
+    lines = text.splitlines()
+    return lines[0] if lines else ""

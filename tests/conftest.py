@@ -106,10 +106,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def _private_state_and_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Journals, locks, history and the digest cache of every test live in its own tmp_path,
-    never in the user's home (subprocesses inherit this too)."""
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    """Journals, locks, history and the digest cache of every test live in its own tmp_path
+    (`xdg-state/`, `xdg-cache/`), never in the user's home, and no two tests share a cache
+    (subprocesses inherit this too). The one XDG fixture of the suite."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
 @pytest.fixture(scope="session", params=_MATRIX, ids=[k.id for k in _MATRIX])

@@ -1,23 +1,13 @@
-"""E2E fixtures: every CLI run gets its own cache and state folders, never the user's; and the
-small scene the plan, inventory and explain tests share."""
+"""E2E fixtures: the small scene the plan, inventory and explain tests share. (Every test's own
+cache and state folders come from tests/conftest.py.)"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pusher
 from tests.support.cliscene import Scene, build
-
-
-@pytest.fixture(autouse=True)
-def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`plan` caches blobs under $XDG_CACHE_HOME and `apply` journals under $XDG_STATE_HOME: point
-    both into this test's folder, so tests neither share a cache nor write to ~."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
 @pytest.fixture(scope="session")

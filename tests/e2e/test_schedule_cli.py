@@ -21,7 +21,7 @@ from croniter import croniter
 
 from retention.cli import main
 from retention.journal import read_journal
-from retention.schedule import read_history, read_metrics
+from retention.runlog import read_history, read_metrics
 from tests.harness.faultproxy import Exchange, Fault, FaultProxy, RecordedRequest, Upstream
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pushed, Pusher

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from retention.cli import main
-from retention.schedule import acquire_lock, read_history
+from retention.runlog import read_history
+from retention.schedule import acquire_lock
 from tests.harness.faultproxy import Exchange
 from tests.harness.hostile import HostileRegistry
 from tests.harness.registry import RegistryProcess

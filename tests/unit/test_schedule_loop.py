@@ -16,10 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retention.errors import InventoryError, LockHeld, ScheduleError
+from retention.runlog import HistoryRecord, RunOutcome
 from retention.schedule import (
     MAX_SLEEP_SECONDS,
-    RunOutcome,
-    RunRecord,
     StopFlag,
     acquire_lock,
     cron_times,
@@ -90,11 +89,11 @@ def loop(
     durations: dict[int, timedelta] | None = None,
     fail: dict[int, Exception] | None = None,
     clock_zone: ZoneInfo | None = None,
-) -> tuple[FakeRuns, list[RunRecord], int]:
+) -> tuple[FakeRuns, list[HistoryRecord], int]:
     clock = FakeClock(start, zone=clock_zone)
     stop = StopFlag()
     runs = FakeRuns(clock, stop, limit, durations or {}, fail or {})
-    records: list[RunRecord] = []
+    records: list[HistoryRecord] = []
     count = run_loop(
         runs,
         cron=cron,
@@ -277,7 +276,7 @@ def test_waking_late_runs_the_overdue_tick_once_and_skips_the_rest(tmp_path: Pat
 
     clock.on_sleep = suspend
     runs = FakeRuns(clock, stop, limit=2)
-    records: list[RunRecord] = []
+    records: list[HistoryRecord] = []
     run_loop(
         runs,
         cron="0 * * * *",
@@ -380,7 +379,7 @@ def test_a_failed_run_is_recorded_and_the_loop_goes_on(tmp_path: Path) -> None:
 
 
 def test_a_bug_in_run_once_is_recorded_then_raised(tmp_path: Path) -> None:
-    records: list[RunRecord] = []
+    records: list[HistoryRecord] = []
     clock = FakeClock(utc(2024, 1, 1))
 
     def broken() -> RunOutcome:
@@ -407,7 +406,7 @@ def test_a_tick_whose_lock_is_held_is_skipped_and_recorded(tmp_path: Path) -> No
     lock = tmp_path / "p.lock"
     clock = FakeClock(utc(2024, 1, 1))
     stop = StopFlag()
-    records: list[RunRecord] = []
+    records: list[HistoryRecord] = []
     held = acquire_lock(lock, purpose="apply")
     held.__enter__()
 
@@ -418,7 +417,7 @@ def test_a_tick_whose_lock_is_held_is_skipped_and_recorded(tmp_path: Path) -> No
         stop.set()
         return RunOutcome()
 
-    def release_after_first_record(record: RunRecord) -> None:
+    def release_after_first_record(record: HistoryRecord) -> None:
         records.append(record)
         if len(records) == 1:
             held.__exit__(None, None, None)
@@ -454,7 +453,7 @@ def test_invalid_cron_or_zone_is_a_schedule_error() -> None:
 
 def test_run_now_records_one_run_at_the_current_time(tmp_path: Path) -> None:
     clock = FakeClock(utc(2024, 7, 1, 12))
-    records: list[RunRecord] = []
+    records: list[HistoryRecord] = []
 
     def run() -> RunOutcome:
         clock.t += timedelta(seconds=90)
@@ -471,7 +470,7 @@ def test_run_now_records_one_run_at_the_current_time(tmp_path: Path) -> None:
 
 def test_run_now_with_the_lock_held_records_a_skip_and_raises(tmp_path: Path) -> None:
     clock = FakeClock(utc(2024, 7, 1, 12))
-    records: list[RunRecord] = []
+    records: list[HistoryRecord] = []
     with acquire_lock(tmp_path / "l"), pytest.raises(LockHeld, match="holds the lock"):
         run_now(
             lambda: pytest.fail("must not run"),
@@ -523,4 +522,4 @@ def test_a_run_that_returns_with_an_error_is_failed_and_says_why(
     assert record.status == "failed" and record.error == error
     assert record.outcome is not None and record.outcome.error == error
     assert record.outcome.deleted == outcome.deleted
-    assert RunRecord.from_json(record.to_json()) == record
+    assert HistoryRecord.from_json(record.to_json()) == record

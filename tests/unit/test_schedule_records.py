@@ -13,21 +13,20 @@ from pathlib import Path
 import pytest
 
 from retention.errors import LockHeld, ScheduleError
-from retention.schedule import (
+from retention.runlog import (
+    HistoryRecord,
     RunLog,
     RunOutcome,
-    RunRecord,
-    acquire_lock,
     append_history,
     default_history_path,
-    lock_path_for,
     read_history,
     read_metrics,
     render_metrics,
-    state_dir,
     status_of,
     write_metrics,
 )
+from retention.schedule import acquire_lock, lock_path_for
+from retention.state import state_dir
 
 T0 = datetime(2024, 5, 2, 3, 30, tzinfo=UTC)
 
@@ -51,9 +50,9 @@ FULL = RunOutcome(
 )
 
 
-def record(n: int = 0, *, status: str = "ok", outcome: RunOutcome | None = FULL) -> RunRecord:
+def record(n: int = 0, *, status: str = "ok", outcome: RunOutcome | None = FULL) -> HistoryRecord:
     start = T0 + timedelta(days=n)
-    return RunRecord(
+    return HistoryRecord(
         policy="/etc/retention/policy.yaml",
         tick=start,
         started_at=start,
@@ -113,15 +112,15 @@ def test_record_json_has_every_field_the_history_promises() -> None:
     ],
     ids=["full", "missed-ticks", "failed", "skipped"],
 )
-def test_record_round_trips_through_json(rec: RunRecord) -> None:
-    assert RunRecord.from_json(json.loads(json.dumps(rec.to_json()))) == rec
+def test_record_round_trips_through_json(rec: HistoryRecord) -> None:
+    assert HistoryRecord.from_json(json.loads(json.dumps(rec.to_json()))) == rec
 
 
 def test_from_json_rejects_a_foreign_document() -> None:
     with pytest.raises(ScheduleError, match="not a run record"):
-        RunRecord.from_json({"hello": "world"})
+        HistoryRecord.from_json({"hello": "world"})
     with pytest.raises(ScheduleError, match="format_version"):
-        RunRecord.from_json({**record().to_json(), "format_version": 2})
+        HistoryRecord.from_json({**record().to_json(), "format_version": 2})
 
 
 # --- history ---------------------------------------------------------------------------------
@@ -279,7 +278,7 @@ def test_a_failed_metrics_write_keeps_the_old_file_and_leaves_no_temp(
     def failing_replace(src: str, dst: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("retention.schedule.os.replace", failing_replace)
+    monkeypatch.setattr("retention.files.os.replace", failing_replace)
     with pytest.raises(ScheduleError, match=r"cannot write .*No space left"):
         write_metrics(path, record(1), "p")
     assert path.read_bytes() == before

@@ -1,14 +1,24 @@
-"""Escaping of registry-sourced strings before people read them (retention/text.py)."""
+"""Escaping of registry-sourced strings before people read them, and the small wording helpers
+(plurals, duration units, UTC stamps, first lines) of retention/text.py."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retention.text import json_safe, message, untrusted
+from retention.text import (
+    DURATION_UNITS,
+    first_line,
+    format_time,
+    json_safe,
+    message,
+    plural,
+    untrusted,
+)
 
 CASES = [
     ("plain", "latest", "latest"),
@@ -70,3 +80,53 @@ def test_message_output_is_printable_and_equals_untrusted_without_backslashes(te
     assert all(c.isprintable() for c in shown)
     if "\\" not in text:
         assert shown == untrusted(text)
+
+
+@pytest.mark.parametrize(
+    ("n", "noun", "irregular", "expected"),
+    [
+        (0, "tag", None, "0 tags"),
+        (1, "tag", None, "1 tag"),
+        (2, "tag", None, "2 tags"),
+        (1, "repository", "repositories", "1 repository"),
+        (3, "repository", "repositories", "3 repositories"),
+        (1000, "day", None, "1000 days"),
+    ],
+    ids=["zero", "one", "two", "irregular-one", "irregular-many", "no-separators"],
+)
+def test_plural(n: int, noun: str, irregular: str | None, expected: str) -> None:
+    assert plural(n, noun, irregular) == expected
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        (datetime(2024, 5, 2, 3, 30, tzinfo=UTC), "2024-05-02T03:30:00Z"),
+        (
+            datetime(2024, 5, 2, 5, 30, 7, 999999, tzinfo=timezone(timedelta(hours=2))),
+            "2024-05-02T03:30:07Z",
+        ),
+    ],
+    ids=["utc", "offset-converted-fraction-dropped"],
+)
+def test_format_time(when: datetime, expected: str) -> None:
+    assert format_time(when) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("one", "one"), ("first\nhint: more", "first"), ("", ""), ("a\r\nb", "a")],
+    ids=["single", "multi", "empty", "crlf"],
+)
+def test_first_line(text: str, expected: str) -> None:
+    assert first_line(text) == expected
+
+
+def test_duration_units_name_timedelta_fields() -> None:
+    assert {k: timedelta(**{v: 1}) for k, v in DURATION_UNITS.items()} == {
+        "s": timedelta(seconds=1),
+        "m": timedelta(minutes=1),
+        "h": timedelta(hours=1),
+        "d": timedelta(days=1),
+        "w": timedelta(weeks=1),
+    }
