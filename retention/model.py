@@ -10,7 +10,7 @@ import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from retention.errors import InventoryError
 from retention.oci import format_time, is_digest, is_repository, is_tag, parse_created
@@ -51,6 +51,9 @@ class Image:
     platform: str | None = None  # "linux/amd64" for an index child, when the index says
     subject: str | None = None  # the digest an OCI 1.1 artifact refers to
     artifact_type: str | None = None
+    # When the manifest was pushed: its revision link's mtime in the storage inventory
+    # (docs/decisions.md, "Storage inventory"); None from the API, which does not say.
+    pushed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +63,23 @@ class Tag:
 
 
 @dataclass(frozen=True, slots=True)
+class TagEvent:
+    """A tag pointed at `digest` from `at` on: one entry of its history (storage inventory only,
+    `_manifests/tags/<tag>/index/`); the next event of the same tag ends it."""
+
+    tag: str
+    digest: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Repository:
     """A repository's tags and every manifest reachable from them, both sorted for determinism."""
 
     name: str
     tags: tuple[Tag, ...]
     images: tuple[Image, ...]
+    history: tuple[TagEvent, ...] = ()  # sorted by (tag, at, digest); empty from the API
     _by_digest: Mapping[str, Image] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +103,8 @@ class Inventory:
     repositories: tuple[Repository, ...]
     complete: bool = True
     warnings: tuple[str, ...] = ()  # what the walk saw and left alone, e.g. dangling tags
+    # "api": tags and what they reach; "storage": every manifest revision on disk, untagged too
+    source: Literal["api", "storage"] = "api"
 
     def __iter__(self) -> Iterator[Repository]:
         return iter(self.repositories)
