@@ -175,6 +175,21 @@ def explain(
     return verdicts
 
 
+def untagged_digests(repo: Repository) -> frozenset[str]:
+    """The untagged manifests of `repo`: no tag names them, no other manifest of the repository
+    lists them, and their `subject`, if any, is not in the repository (docs/policy.md)."""
+    present = {i.digest for i in repo.images}
+    tagged = {t.digest for t in repo.tags}
+    listed = {c for i in repo.images for c in i.children if c != i.digest}
+    return frozenset(
+        i.digest
+        for i in repo.images
+        if i.digest not in tagged
+        and i.digest not in listed
+        and (i.subject is None or i.subject == i.digest or i.subject not in present)
+    )
+
+
 # --- the per-repository evaluation --------------------------------------------------------------
 
 
