@@ -62,6 +62,12 @@ from retention.schedule import (
     run_now,
 )
 from retention.starter import check_credentials, starter_policy
+from retention.storage import (
+    compare_with_api,
+    in_flight_warnings,
+    take_storage_inventory,
+    with_in_flight,
+)
 from retention.text import untrusted
 
 log = logging.getLogger("retention")
@@ -389,6 +395,28 @@ def _shard(args: argparse.Namespace) -> Shard | None:
         raise RetentionError(f"--shard {text}: {exc.message}", hint=_SHARD_HINT) from exc
 
 
+def _add_source_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--inventory-source",
+        choices=("api", "storage"),
+        help="where the inventory comes from: the registry's API, or its storage "
+        "(registry.storage.filesystem; the default when the policy sets it)",
+    )
+
+
+def _source(policy: Policy, requested: str | None) -> str:
+    """`--inventory-source`, else storage when the policy names it, else the API."""
+    if requested == "storage" and policy.registry.storage_path is None:
+        raise RetentionError(
+            "--inventory-source storage: the policy has no registry.storage.filesystem",
+            hint="add registry: {storage: {filesystem: /var/lib/registry}} to the policy "
+            "(the registry's storage rootdirectory), see docs/registries.md",
+        )
+    if requested is not None:
+        return requested
+    return "storage" if policy.registry.storage_path is not None else "api"
+
+
 def _take(
     policy: Policy,
     *,
@@ -397,6 +425,7 @@ def _take(
     progress: Progress | None,
     use_cache: bool = True,
     shard: Shard | None = None,
+    source: str = "api",
 ) -> Inventory:
     select_pattern = _repository_pattern(repository) if repository else None
 
@@ -405,6 +434,17 @@ def _take(
             return False
         return select_pattern is None or select_pattern.matches(name)
 
+    if source == "storage":
+        assert policy.registry.storage_path is not None  # _source checked it
+        return take_storage_inventory(
+            policy.registry.storage_path,
+            registry=policy.registry.url,
+            now=now,
+            select=select,
+            complete=select_pattern is None and (shard is None or shard.count == 1),
+            concurrency=policy.settings.concurrency,
+            progress=progress or (lambda phase, done, total: None),
+        )
     cache = DigestCache(_cache_dir()) if use_cache else None
     with (
         cache or contextlib.nullcontext(),
@@ -431,8 +471,14 @@ def _make_plan(
     progress: Progress | None = None,
     use_cache: bool = True,
     shard: Shard | None = None,
+    source: str | None = None,
 ) -> tuple[Plan, Inventory]:
-    """Inventory the registry and evaluate the policy: the one path to a plan."""
+    """Inventory the registry and evaluate the policy: the one path to a plan.
+
+    A storage inventory is first checked against the API (one tags/list per repository): a
+    storage that is not the URL's registry is an error before anything is planned.
+    """
+    chosen = _source(policy, source)
     inventory = _take(
         policy,
         now=now,
@@ -440,7 +486,25 @@ def _make_plan(
         progress=progress,
         use_cache=use_cache,
         shard=shard,
+        source=chosen,
     )
+    if chosen == "storage":
+        assert policy.registry.storage_path is not None
+        with RegistryClient(
+            policy.registry, concurrency=policy.settings.concurrency, env=os.environ
+        ) as client:
+            seen = compare_with_api(
+                client,
+                inventory,
+                policy.registry.storage_path,
+                concurrency=policy.settings.concurrency,
+            )
+        inventory = with_in_flight(inventory, seen)
+        flying = in_flight_warnings(seen)
+        for warning in flying:
+            log.warning("%s", warning)
+        if flying:
+            inventory = replace(inventory, warnings=(*inventory.warnings, *flying))
     return evaluate(policy, inventory, now), inventory
 
 
@@ -470,6 +534,7 @@ def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
         "--from-inventory", metavar="FILE", help="evaluate a saved inventory; no registry"
     )
     p.add_argument("--no-cache", action="store_true", help="do not use the digest cache")
+    _add_source_option(p)
     _add_shard_option(p)
     p.set_defaults(func=_cmd_plan)
 
@@ -547,6 +612,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             progress=_progress(args),
             use_cache=not args.no_cache,
             shard=shard,
+            source=args.inventory_source,
         )
     if args.output:
         _write(args.output, plan_to_json(plan))
@@ -579,6 +645,7 @@ def _add_inventory(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--repository", metavar="REGEX", help="only repositories matching this RE2")
     p.add_argument("--no-cache", action="store_true", help="do not use the digest cache")
+    _add_source_option(p)
     _add_shard_option(p)
     p.set_defaults(func=_cmd_inventory)
 
@@ -682,15 +749,15 @@ def _inventory_csv(inventory: Inventory) -> str:
 
 
 def _inventory_json(inventory: Inventory) -> dict[str, Any]:
-    """The saved inventory; a storage inventory marks each image `untagged` and its push time."""
+    """The saved inventory; a storage inventory marks each image `untagged` (model.py writes
+    its push time)."""
     doc = inventory.to_json()
     if inventory.source != "storage":
         return doc
     for r, saved in zip(inventory.repositories, doc["repositories"], strict=True):
         untagged = untagged_digests(r)
         for image, entry in zip(r.images, saved["images"], strict=True):
-            entry.setdefault("untagged", image.digest in untagged)
-            entry.setdefault("pushed_at", format_time(image.pushed_at) if image.pushed_at else None)
+            entry.setdefault("untagged", image.digest in untagged)  # pushed_at: model.py
     return doc
 
 
@@ -707,6 +774,7 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
         progress=_progress(args),
         use_cache=not args.no_cache,
         shard=shard,
+        source=_source(policy, args.inventory_source),
     )
     if args.format == "json":
         text = json.dumps(_inventory_json(inventory), indent=2, sort_keys=True) + "\n"
@@ -741,6 +809,7 @@ def _add_explain(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--from-inventory", metavar="FILE", help="explain from a saved inventory; no registry"
     )
+    _add_source_option(p)
     p.set_defaults(func=_cmd_explain)
 
 
@@ -752,7 +821,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         inventory = _read_inventory(args.from_inventory)
     else:
         inventory = _take(
-            policy, now=now, repository=re2.escape(repository), progress=_progress(args)
+            policy,
+            now=now,
+            repository=re2.escape(repository),
+            progress=_progress(args),
+            source=_source(policy, args.inventory_source),
         )
     verdicts = explain(policy, inventory, now, repository, tag, digest)
     _write(None, _explanation_text(verdicts))

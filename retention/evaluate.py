@@ -132,6 +132,7 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
         deletions=tuple(deletions),
         kept=tuple(kept),
         warnings=tuple(warnings),
+        inventory_source=inventory.source,
     )
 
 

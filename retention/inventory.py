@@ -22,6 +22,7 @@ from retention.model import Blob, Image, Inventory, Kind, Repository, Tag
 from retention.oci import (
     CREATED_ANNOTATION,
     IMAGE_CONFIG_TYPES,
+    Descriptor,
     ImageConfig,
     Manifest,
     cosign_subject,
@@ -196,84 +197,132 @@ class _Walker:
 
     def image(self, repository: str, manifest: Manifest, tags: Iterable[str]) -> list[Image]:
         """The Image for `manifest`, and for an index also one per platform manifest."""
-        if manifest.is_index:
-            return self._index(repository, manifest)
-        return [self._single(repository, manifest, tags=tags, platform=None)]
-
-    def _single(
-        self, repository: str, manifest: Manifest, *, tags: Iterable[str], platform: str | None
-    ) -> Image:
-        config = self.config(repository, manifest)
-        created_raw = config.created if config else None
-        created = _created(manifest, config)
-        blobs = tuple(
-            Blob(d.digest, d.size) for d in ((manifest.config,) if manifest.config else ())
-        ) + tuple(Blob(d.digest, d.size) for d in manifest.layers)
-        tag_list = list(tags)
-        artifact = (
-            manifest.subject is not None
-            or manifest.artifact_type is not None
-            or (
-                manifest.config is not None and manifest.config.media_type not in IMAGE_CONFIG_TYPES
-            )
-            or (bool(tag_list) and all(cosign_subject(t) for t in tag_list))
-        )
-        return Image(
-            digest=manifest.digest,
-            media_type=manifest.media_type,
-            kind=Kind.ARTIFACT if artifact else Kind.IMAGE,
-            manifest_size=manifest.size,
-            size=manifest.size + sum(b.size for b in blobs),
-            created=created,
-            created_raw=created_raw,
-            config_digest=manifest.config.digest if manifest.config else None,
-            blobs=blobs,
-            platform=platform,
-            subject=manifest.subject.digest if manifest.subject else None,
-            artifact_type=manifest.artifact_type,
+        return build_images(
+            repository,
+            manifest,
+            tags,
+            child=lambda digest: self.child(repository, digest),
+            config=lambda m: self.config(repository, m),
+            warn=self._warn,
         )
 
-    def _index(self, repository: str, manifest: Manifest, depth: int = 0) -> list[Image]:
-        """The index, then its platform manifests, then (nested indexes) theirs, recursively."""
-        if depth > _MAX_INDEX_DEPTH:
-            raise InventoryError(
-                f"{repository}: index {manifest.digest} is nested more than "
-                f"{_MAX_INDEX_DEPTH} levels deep; retention does not plan such a repository"
-            )
-        children: list[Image] = []
-        below: list[Image] = []  # platform manifests of nested indexes
-        for desc in manifest.children:
-            child = self.child(repository, desc.digest)
-            if child is None:
-                self._warn(
-                    f"{repository}: index {manifest.digest} lists {desc.digest}, which the "
-                    "registry does not have; its size is not counted"
-                )
-                continue
-            platform = str(desc.platform) if desc.platform else None
-            if child.is_index:
-                # Nested indexes are rare, but what they reference must be known: a kept one
-                # keeps its platform manifests, which another, deleted index may share.
-                nested, *grandchildren = self._index(repository, child, depth + 1)
-                children.append(replace(nested, platform=platform))
-                below.extend(grandchildren)
-            else:
-                children.append(self._single(repository, child, tags=(), platform=platform))
-        dated = [c.created for c in children if c.created is not None]
-        created = max(dated) if dated else parse_created(manifest.annotation(CREATED_ANNOTATION))
-        index = Image(
-            digest=manifest.digest,
-            media_type=manifest.media_type,
-            kind=Kind.INDEX,
-            manifest_size=manifest.size,
-            size=manifest.size + sum(c.size for c in children),
-            created=created,
-            created_raw=None,
-            children=tuple(d.digest for d in manifest.children),
-            subject=manifest.subject.digest if manifest.subject else None,
-            artifact_type=manifest.artifact_type,
+
+def _descriptor_size(desc: Descriptor) -> int:
+    return desc.size
+
+
+def build_images(
+    repository: str,
+    manifest: Manifest,
+    tags: Iterable[str],
+    *,
+    child: Callable[[str], Manifest | None],
+    config: Callable[[Manifest], ImageConfig | None],
+    warn: Callable[[str], None],
+    blob_size: Callable[[Descriptor], int] = _descriptor_size,
+) -> list[Image]:
+    """The Image for `manifest`, and for an index also one per platform manifest (recursively).
+
+    The one path from manifests and configs to `Image` values, for the API walk here and the
+    storage reader (retention/storage.py): `child` gives a manifest the index lists (None when
+    the registry lacks it), `config` the parsed config of an image manifest, `blob_size` the
+    size a config or layer takes (the descriptor's from the API, `stat` from the storage).
+    """
+    if manifest.is_index:
+        return _index(repository, manifest, child, config, warn, blob_size, 0)
+    return [image_of(manifest, config(manifest), tags=tags, platform=None, blob_size=blob_size)]
+
+
+def image_of(
+    manifest: Manifest,
+    config: ImageConfig | None,
+    *,
+    tags: Iterable[str],
+    platform: str | None,
+    blob_size: Callable[[Descriptor], int] = _descriptor_size,
+) -> Image:
+    """The Image of a single (non-index) manifest and its parsed config, if any."""
+    created_raw = config.created if config else None
+    created = _created(manifest, config)
+    blobs = tuple(
+        Blob(d.digest, blob_size(d)) for d in ((manifest.config,) if manifest.config else ())
+    ) + tuple(Blob(d.digest, blob_size(d)) for d in manifest.layers)
+    tag_list = list(tags)
+    artifact = (
+        manifest.subject is not None
+        or manifest.artifact_type is not None
+        or (manifest.config is not None and manifest.config.media_type not in IMAGE_CONFIG_TYPES)
+        or (bool(tag_list) and all(cosign_subject(t) for t in tag_list))
+    )
+    return Image(
+        digest=manifest.digest,
+        media_type=manifest.media_type,
+        kind=Kind.ARTIFACT if artifact else Kind.IMAGE,
+        manifest_size=manifest.size,
+        size=manifest.size + sum(b.size for b in blobs),
+        created=created,
+        created_raw=created_raw,
+        config_digest=manifest.config.digest if manifest.config else None,
+        blobs=blobs,
+        platform=platform,
+        subject=manifest.subject.digest if manifest.subject else None,
+        artifact_type=manifest.artifact_type,
+    )
+
+
+def _index(
+    repository: str,
+    manifest: Manifest,
+    child_of: Callable[[str], Manifest | None],
+    config: Callable[[Manifest], ImageConfig | None],
+    warn: Callable[[str], None],
+    blob_size: Callable[[Descriptor], int],
+    depth: int,
+) -> list[Image]:
+    """The index, then its platform manifests, then (nested indexes) theirs, recursively."""
+    if depth > _MAX_INDEX_DEPTH:
+        raise InventoryError(
+            f"{repository}: index {manifest.digest} is nested more than "
+            f"{_MAX_INDEX_DEPTH} levels deep; retention does not plan such a repository"
         )
-        return [index, *children, *below]
+    children: list[Image] = []
+    below: list[Image] = []  # platform manifests of nested indexes
+    for desc in manifest.children:
+        child = child_of(desc.digest)
+        if child is None:
+            warn(
+                f"{repository}: index {manifest.digest} lists {desc.digest}, which the "
+                "registry does not have; its size is not counted"
+            )
+            continue
+        platform = str(desc.platform) if desc.platform else None
+        if child.is_index:
+            # Nested indexes are rare, but what they reference must be known: a kept one
+            # keeps its platform manifests, which another, deleted index may share.
+            nested, *grandchildren = _index(
+                repository, child, child_of, config, warn, blob_size, depth + 1
+            )
+            children.append(replace(nested, platform=platform))
+            below.extend(grandchildren)
+        else:
+            children.append(
+                image_of(child, config(child), tags=(), platform=platform, blob_size=blob_size)
+            )
+    dated = [c.created for c in children if c.created is not None]
+    created = max(dated) if dated else parse_created(manifest.annotation(CREATED_ANNOTATION))
+    index = Image(
+        digest=manifest.digest,
+        media_type=manifest.media_type,
+        kind=Kind.INDEX,
+        manifest_size=manifest.size,
+        size=manifest.size + sum(c.size for c in children),
+        created=created,
+        created_raw=None,
+        children=tuple(d.digest for d in manifest.children),
+        subject=manifest.subject.digest if manifest.subject else None,
+        artifact_type=manifest.artifact_type,
+    )
+    return [index, *children, *below]
 
 
 class _Missing(Exception):

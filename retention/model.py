@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from retention.errors import InventoryError
@@ -115,15 +115,9 @@ class Inventory:
             "registry": self.registry,
             "taken_at": format_time(self.taken_at),
             "complete": self.complete,
+            "source": self.source,
             "warnings": list(self.warnings),
-            "repositories": [
-                {
-                    "name": r.name,
-                    "tags": {t.name: t.digest for t in r.tags},
-                    "images": [_image_json(i) for i in r.images],
-                }
-                for r in self.repositories
-            ],
+            "repositories": [_repository_json(r) for r in self.repositories],
         }
 
     @classmethod
@@ -139,8 +133,19 @@ class Inventory:
             raise InventoryError(f"inventory file is malformed: {exc}") from exc
 
 
+def _repository_json(r: Repository) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": r.name,
+        "tags": {t.name: t.digest for t in r.tags},
+        "images": [_image_json(i) for i in r.images],
+    }
+    if r.history:  # storage inventories only: API inventories stay as they were
+        doc["history"] = [[e.tag, e.digest, _precise(e.at)] for e in r.history]
+    return doc
+
+
 def _image_json(i: Image) -> dict[str, Any]:
-    return {
+    doc = {
         "digest": i.digest,
         "media_type": i.media_type,
         "kind": i.kind.value,
@@ -155,6 +160,14 @@ def _image_json(i: Image) -> dict[str, Any]:
         "subject": i.subject,
         "artifact_type": i.artifact_type,
     }
+    if i.pushed_at is not None:
+        doc["pushed_at"] = _precise(i.pushed_at)
+    return doc
+
+
+def _precise(when: datetime) -> str:
+    """Link mtimes keep their microseconds: pushes a second apart must stay in order."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Bad(ValueError):
@@ -225,11 +238,18 @@ def _inventory_from(doc: Any) -> Inventory:
             _image_from(i, f"{where}.images[{ii}]")
             for ii, i in enumerate(_get(r, "images", where, list))
         ]
+        history = []
+        for hi, h in enumerate(_get(r, "history", where, list, default=[])):
+            at = parse_created(h[2]) if isinstance(h, list) and len(h) == 3 else None
+            if at is None or not isinstance(h[0], str) or not is_tag(h[0]):
+                raise _Bad(f"{where}.history[{hi}]: expected [tag, digest, time]")
+            history.append(TagEvent(h[0], _digest(h[1], f"{where}.history[{hi}]"), at))
         repos.append(
             Repository(
                 name=name,
                 tags=tuple(sorted(tags, key=lambda t: t.name)),
                 images=tuple(sorted(images, key=lambda i: i.digest)),
+                history=tuple(sorted(history, key=lambda e: (e.tag, e.at, e.digest))),
             )
         )
     return Inventory(
@@ -238,7 +258,16 @@ def _inventory_from(doc: Any) -> Inventory:
         repositories=tuple(sorted(repos, key=lambda r: r.name)),
         complete=_get(doc, "complete", "$", bool),
         warnings=tuple(str(w) for w in warnings),
+        source=_source(_get(doc, "source", "$", str, default="api")),
     )
+
+
+def _source(value: str) -> Literal["api", "storage"]:
+    if value == "api":
+        return "api"
+    if value == "storage":
+        return "storage"
+    raise _Bad(f"$.source: {value[:40]!r} is neither 'api' nor 'storage'")
 
 
 def _image_from(d: Any, path: str) -> Image:
@@ -269,4 +298,14 @@ def _image_from(d: Any, path: str) -> Image:
         platform=_get(d, "platform", path, str, default=None),
         subject=_opt_digest(d, "subject", path),
         artifact_type=_get(d, "artifact_type", path, str, default=None),
+        pushed_at=_time_or_none(_get(d, "pushed_at", path, str, default=None), f"{path}.pushed_at"),
     )
+
+
+def _time_or_none(text: str | None, path: str) -> datetime | None:
+    if text is None:
+        return None
+    when = parse_created(text)
+    if when is None:
+        raise _Bad(f"{path}: {text[:40]!r} is not a valid time")
+    return when

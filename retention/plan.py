@@ -68,6 +68,8 @@ class Plan:
     kept: tuple[Entry, ...]
     warnings: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
+    # where the inventory came from: "api" (tags/list and what tags reach) or "storage"
+    inventory_source: str = "api"
 
 
 # --- JSON ---------------------------------------------------------------------------------------
@@ -81,6 +83,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
     return {
         "format_version": plan.format_version,
         "generated_at": format_time(plan.generated_at),
+        "inventory_source": plan.inventory_source,
         "registry": plan.registry,
         "policy": {"path": plan.policy_path, "sha256": plan.policy_sha256},
         "max_deletions": _max_deletions_json(plan.max_deletions),
@@ -118,6 +121,7 @@ def to_json(plan: Plan) -> str:
         f'  "deletions": {_entries(plan.deletions)},',
         f'  "format_version": {json.dumps(doc["format_version"])},',
         f'  "generated_at": {_str(doc["generated_at"])},',
+        f'  "inventory_source": {_str(plan.inventory_source)},',
         f'  "kept": {_entries(plan.kept)},',
         f'  "max_deletions": {json.dumps(doc["max_deletions"], ensure_ascii=False)},',
         nested("policy") + ",",
@@ -278,6 +282,7 @@ def _plan_from(doc: dict[str, Any]) -> Plan:
         kept=_sorted(_entry_from(e, f"$.kept[{i}]") for i, e in enumerate(doc["kept"])),
         warnings=tuple(doc["warnings"]),
         format_version=doc["format_version"],
+        inventory_source=doc.get("inventory_source", "api"),
     )
 
 

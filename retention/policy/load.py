@@ -1293,6 +1293,7 @@ class _Check:
                 url=registry["url"],
                 auth=Auth(auth["username"], auth["password"]) if auth else None,
                 tls=Tls(verify=tls.get("verify", True), ca_file=tls.get("ca_file")),
+                storage_path=registry.get("storage", {}).get("filesystem"),
             ),
             rules=tuple(self.build_rule(i, rule) for i, rule in enumerate(data["rules"])),
             protect_tags=self.pattern_tuple(("protect", "tags")),

@@ -131,6 +131,8 @@ class RegistryConfig:
     url: str
     auth: Auth | None = None
     tls: Tls = Tls()
+    # `registry.storage.filesystem`: the storage root the storage inventory reads (None: the API)
+    storage_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from retention.cli import (
 )
 from retention.errors import RetentionError
 from retention.evaluate import explain
-from retention.oci import format_time
+from retention.oci import format_time, parse_created
 from tests.unit.evalkit import NOW, D, ago, image, inventory, policy, repo, rule
 
 PUSHED = ago(20)
@@ -86,7 +86,7 @@ def test_inventory_csv_marks_untagged() -> None:
 def test_inventory_json_marks_untagged() -> None:
     images = {i["digest"]: i for i in _inventory_json(STORE)["repositories"][0]["images"]}
     assert images[D("OLD")]["untagged"] is True
-    assert images[D("OLD")]["pushed_at"] == format_time(PUSHED)
+    assert parse_created(images[D("OLD")]["pushed_at"]) == PUSHED
     assert images[D("CUR")]["untagged"] is False
     api_images = _inventory_json(API)["repositories"][0]["images"]
     assert "untagged" not in api_images[0]

@@ -143,6 +143,7 @@ def test_to_json_shape() -> None:
     assert set(doc) == {
         "format_version",
         "generated_at",
+        "inventory_source",
         "registry",
         "policy",
         "max_deletions",
