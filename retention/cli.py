@@ -61,7 +61,7 @@ from retention.schedule import (
     run_loop,
     run_now,
 )
-from retention.starter import check_credentials, starter_policy
+from retention.starter import UntaggedSeen, check_credentials, starter_policy
 from retention.storage import (
     compare_with_api,
     in_flight_warnings,
@@ -910,6 +910,12 @@ def _add_init(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="VAR",
         help="read the password from environment variable VAR; the policy refers to ${VAR}",
     )
+    p.add_argument(
+        "--storage",
+        metavar="PATH",
+        help="the registry's storage root (registry.storage.filesystem): count its untagged "
+        "manifests and propose a rule for them (keep 3, newer than 7 days); read-only",
+    )
     p.set_defaults(func=_cmd_init)
 
 
@@ -978,6 +984,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
     say(f"read {len(repositories)} repositories and {total} tags")
     if not repositories:
         say("warning: the catalog is empty; the policy only protects `latest` and releases")
+    untagged = None
+    if args.storage is not None:
+        untagged = _untagged_seen(args.storage, url, say)
 
     text = starter_policy(
         tags,
@@ -986,6 +995,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         password_env=args.password_env,
         written_on=datetime.now(UTC).date().isoformat(),
         filename=args.output if args.output not in (None, "-") else None,
+        untagged=untagged,
     )
     # The starter is meant to validate as written; check it before anyone relies on that.
     load_policy_text(text, args.output or "<init>", env=os.environ, require_env=False)
@@ -1003,6 +1013,20 @@ def _cmd_init(args: argparse.Namespace) -> int:
         f"  retention plan -p {args.output}"
     )
     return ExitCode.OK
+
+
+def _untagged_seen(storage: str, url: str, say: Callable[[str], None]) -> UntaggedSeen:
+    """Count the untagged manifests of the storage at `storage` (read-only) for the starter."""
+    say(f"reading the storage at {storage} ...")
+    inventory = take_storage_inventory(storage, registry=url, now=datetime.now(UTC))
+    manifests = repos = size = 0
+    for repo in inventory.repositories:
+        found = untagged_digests(repo)
+        manifests += len(found)
+        repos += 1 if found else 0
+        size += sum(image.size for image in repo.images if image.digest in found)
+    say(f"found {manifests} untagged manifests in {repos} repositories ({human_bytes(size)})")
+    return UntaggedSeen(storage=storage, manifests=manifests, repositories=repos, size=size)
 
 
 _COMMANDS.append(_add_init)
