@@ -929,7 +929,8 @@ def _warnings(
         out.append(
             f"untagged {'rule' if len(blind) == 1 else 'rules'} {', '.join(blind)} "
             "select nothing: the inventory comes from the registry API, which lists tags only; "
-            "set registry.storage.filesystem to see untagged manifests"
+            "set registry.storage.filesystem (and leave out --inventory-source api) to see "
+            "untagged manifests"
         )
     if unmatched:
         names = ", ".join(unmatched[:_NAMES_IN_WARNING])
