@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report: dict[str, Any] = {"cpus": os.cpu_count()}
         report["small"] = bench(work, args.repositories, full=True)
+        # written at once: a failure in the big run must not lose these figures
+        print(json.dumps(report["small"], indent=2, sort_keys=True), file=sys.stderr, flush=True)
         if args.big:
             report["big"] = bench(work, args.big, full=False)
     finally:
