@@ -42,6 +42,7 @@ from retention.apply import (
     apply_plan,
     check_plan,
     policy_keeps,
+    untagged_owned,
 )
 from retention.cache import DigestCache
 from retention.doctor import run_checks
@@ -591,26 +592,33 @@ def _make_plan(
         source=chosen,
     )
     if chosen == "storage":
-        assert policy.registry.storage_path is not None
-        with RegistryClient(
-            policy.registry,
-            concurrency=policy.settings.concurrency,
-            env=os.environ,
-            **_client_options(policy),
-        ) as client:
-            seen = compare_with_api(
-                client,
-                inventory,
-                policy.registry.storage_path,
-                concurrency=policy.settings.concurrency,
-            )
-        inventory = with_in_flight(inventory, seen)
-        flying = in_flight_warnings(seen)
-        for warning in flying:
-            log.warning("%s", warning)
-        if flying:
-            inventory = replace(inventory, warnings=(*inventory.warnings, *flying))
+        inventory = _same_registry(policy, inventory)
     return evaluate(policy, inventory, now), inventory
+
+
+def _same_registry(policy: Policy, inventory: Inventory) -> Inventory:
+    """A storage inventory checked against the API (one tags/list per repository): raises when
+    the storage is not the URL's registry; pushes in flight are noted as warnings."""
+    assert policy.registry.storage_path is not None
+    with RegistryClient(
+        policy.registry,
+        concurrency=policy.settings.concurrency,
+        env=os.environ,
+        **_client_options(policy),
+    ) as client:
+        seen = compare_with_api(
+            client,
+            inventory,
+            policy.registry.storage_path,
+            concurrency=policy.settings.concurrency,
+        )
+    inventory = with_in_flight(inventory, seen)
+    flying = in_flight_warnings(seen)
+    for warning in flying:
+        log.warning("%s", warning)
+    if flying:
+        inventory = replace(inventory, warnings=(*inventory.warnings, *flying))
+    return inventory
 
 
 def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -1486,12 +1494,17 @@ def _plan_sha256(plan: Plan) -> str:
     return hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
 
 
-def _policy_check(policy: Policy, plan: Plan) -> dict[tuple[str, str], str]:
-    """Invariant 8: the plan's deletions the policy keeps now, each with its reason.
+def _policy_check(
+    policy: Policy, plan: Plan
+) -> tuple[dict[tuple[str, str], str], frozenset[tuple[str, str]]]:
+    """Invariant 8: the plan's deletions the policy keeps now, each with its reason; and the
+    untagged manifests its untagged rules own now (apply accepts only those untagged entries).
 
     The policy is evaluated again at the wall clock on a fresh inventory of the repositories the
     plan deletes in (tags and manifests by tag are fetched again; index children and configs come
-    from the digest cache). A partial inventory cannot tell an orphan attachment from one whose
+    from the digest cache). A plan made from the storage is checked on the storage (read again,
+    those repositories only, and compared with the API as `plan` does): only it sees untagged
+    manifests. A partial inventory cannot tell an orphan attachment from one whose
     subject lives in another repository, so when that alone keeps something a whole-registry plan
     deletes, the whole registry is walked; if that walk fails, the partial answer stands (it
     keeps more). Any other failure raises before the first DELETE.
@@ -1499,18 +1512,30 @@ def _policy_check(policy: Policy, plan: Plan) -> dict[tuple[str, str], str]:
     now = datetime.now(UTC)
     repositories = sorted({e.repository for e in plan.deletions})
     if not repositories:
-        return {}
-    inventory = _take(policy, repository=None, progress=None, repositories=repositories)
-    keeps = policy_keeps(plan, evaluate(policy, inventory, now))
+        return {}, frozenset()
+    source = (
+        "storage"
+        if plan.inventory_source == "storage" and policy.registry.storage_path is not None
+        else "api"
+    )
+
+    def fresh(names: Sequence[str] | None) -> tuple[Plan, Inventory]:
+        inventory = _take(policy, repository=None, progress=None, repositories=names, source=source)
+        if source == "storage":
+            inventory = _same_registry(policy, inventory)
+        return evaluate(policy, inventory, now), inventory
+
+    again, inventory = fresh(repositories)
+    keeps = policy_keeps(plan, again)
     if keeps and plan.summary.complete and _subjects_outside(inventory, keeps):
         log.info("the policy keeps attachments whose subject may be elsewhere: walking it all")
         try:
-            whole = _take(policy, repository=None, progress=None)
+            again, _ = fresh(None)
         except InventoryError as exc:
             log.warning("%s; the partial inventory's answer stands", exc.diagnostics())
         else:
-            keeps = policy_keeps(plan, evaluate(policy, whole, now))
-    return keeps
+            keeps = policy_keeps(plan, again)
+    return keeps, untagged_owned(again)
 
 
 def _subjects_outside(inventory: Inventory, keys: Iterable[tuple[str, str]]) -> bool:
@@ -1544,7 +1569,9 @@ def _execute_plan(
     `check_policy` re-evaluates the policy first (`_policy_check`); a plan this process has just
     made from a fresh inventory with the same policy (`apply -p`, scheduled runs) skips it.
     """
-    keeps = _policy_check(policy, plan) if check_policy else {}
+    # a plan made by this process has just been evaluated: its own untagged entries are the
+    # policy's now
+    keeps, untagged = _policy_check(policy, plan) if check_policy else ({}, untagged_owned(plan))
     with (
         RegistryClient(
             policy.registry,
@@ -1565,6 +1592,7 @@ def _execute_plan(
             verify_kept=verify_kept,
             should_stop=should_stop,
             policy_keeps=keeps,
+            policy_untagged=untagged,
         )
 
 

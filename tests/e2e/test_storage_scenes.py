@@ -14,6 +14,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from retention.cli import main
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pushed, Pusher
@@ -116,7 +118,106 @@ def test_every_untagged_scene_plans_as_the_contract_says(
     assert plan["summary"]["images_deleted"] == len(expected)
     assert ("fresh", fresh.digest) not in deleted  # pushed a minute ago: the one-hour floor
     assert ("protected", protected.digest) not in deleted  # protect.digests
-    # Apply and garbage collection of untagged deletions are not exercised here: apply.py still
-    # refuses plan entries with no tags that nothing deleted holds (an edited-plan check that
-    # predates untagged rules); see the branch report. The tagged path is applied and collected
-    # in tests/e2e/test_cli_storage.py.
+
+    # apply: the policy is evaluated again on the storage, which selects the same untagged
+    # manifests, so every planned entry is deleted
+    fresh_registry.garbage_collect()  # first what the deleted `gone` left: not the plan's bytes
+    before = fresh_registry.blob_bytes()
+    journal = tmp_path / "journal"
+    assert main(["apply", str(plan_file), "--yes", "--journal", str(journal), "-q"]) == 0
+    for repo, digest in expected:
+        assert not fresh_pusher.pull_complete(repo, digest), (repo, digest)
+    # garbage collection WITHOUT --delete-untagged frees the plan's figure within 1%
+    fresh_registry.garbage_collect()
+    freed = before - fresh_registry.blob_bytes()
+    figure = plan["summary"]["bytes_reclaimable"]
+    assert abs(freed - figure) <= 0.01 * figure, (freed, figure)
+    # no kept image is broken: every blob of every kept image (tagged or not) still downloads
+    kept = [
+        *(i for i in everything if (i.repo, i.digest) not in expected),
+        fresh,
+    ]
+    for image in kept:
+        assert fresh_pusher.pull_complete(image.repo, image.digest), (image.repo, image.digest)
+    for repo, tag in [("repush", "latest"), ("tindex", "v1"), ("refs", "app")]:
+        assert fresh_pusher.pull_complete(repo, tag), (repo, tag)
+    assert fresh_pusher.pull_complete("protected", "keep-me")
+
+
+def _scene_policy(tmp_path: Path, registry: RegistryProcess, rule: str) -> Path:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        f"version: 1\nregistry:\n  url: {registry.url}\n"
+        f"  storage:\n    filesystem: {registry.storage_dir}\n"
+        "settings:\n  max_deletions: '100%'\n"
+        f"rules:\n{rule}"
+        "  - name: tags\n    match: {}\n    keep: all\n",
+        encoding="utf-8",
+    )
+    return policy
+
+
+UNTAGGED_RULE = "  - name: untagged\n    match: {untagged: true}\n    keep: {last: 0}\n"
+
+
+def test_an_untagged_entry_in_an_api_plan_is_refused_and_nothing_is_deleted(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same plan with `inventory_source: api` (edited, or from a registry that the API
+    alone listed) is refused as an edited plan: the API cannot see untagged manifests."""
+    old = [
+        fresh_pusher.push_image("app", "latest", created=NOW - timedelta(days=3 - i))
+        for i in range(2)
+    ]
+    for image in old:
+        _age(fresh_registry, image.repo, image.digest)
+    policy = _scene_policy(tmp_path, fresh_registry, UNTAGGED_RULE)
+    plan_file = tmp_path / "plan.json"
+    assert main(["plan", "-p", str(policy), "-o", str(plan_file), "-q"]) == 0
+    doc = json.loads(plan_file.read_text())
+    assert [e["digest"] for e in doc["deletions"]] == [old[0].digest]
+    doc["inventory_source"] = "api"
+    plan_file.write_text(json.dumps(doc), encoding="utf-8")
+    capsys.readouterr()
+    code = main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j"), "-q"])
+    assert code != 0
+    assert "not held by anything the plan deletes" in capsys.readouterr().err
+    assert fresh_pusher.pull_complete("app", old[0].digest)
+
+
+def test_an_untagged_entry_no_untagged_rule_selects_now_is_refused(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A storage plan with an untagged entry the policy no longer selects (its rule narrowed
+    since the plan was made) is refused before the first DELETE: the untagged entry is held by
+    nothing now, as in an edited plan."""
+    old = [
+        fresh_pusher.push_image("app", "latest", created=NOW - timedelta(days=3 - i))
+        for i in range(2)
+    ]
+    other = fresh_pusher.push_image("other", None, created=NOW - timedelta(days=3))
+    fresh_pusher.push_image("other", "v1", created=NOW - timedelta(days=1))
+    for image in [*old, other]:
+        _age(fresh_registry, image.repo, image.digest)
+    rule = "  - name: untagged\n    match: {untagged: true, repositories: [app, other]}\n"
+    policy = _scene_policy(tmp_path, fresh_registry, rule + "    keep: {last: 0}\n")
+    plan_file = tmp_path / "plan.json"
+    assert main(["plan", "-p", str(policy), "-o", str(plan_file), "-q"]) == 0
+    doc = json.loads(plan_file.read_text())
+    assert {e["digest"] for e in doc["deletions"]} == {old[0].digest, other.digest}
+    policy.write_text(policy.read_text().replace("[app, other]", "[app]"), encoding="utf-8")
+    capsys.readouterr()
+    journal = tmp_path / "j"
+    code = main(["apply", str(plan_file), "--yes", "--journal", str(journal), "-q"])
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "not held by anything the plan deletes" in err
+    assert f"other@{other.digest}" in err
+    assert fresh_pusher.pull_complete("app", old[0].digest)
+    assert fresh_pusher.pull_complete("other", other.digest)
