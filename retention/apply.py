@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -342,6 +342,16 @@ def policy_keeps(plan: Plan, fresh: Plan) -> dict[Key, str]:
     return keeps
 
 
+def untagged_owned(fresh: Plan) -> frozenset[Key]:
+    """The untagged manifests a rule owns in `fresh` (deleted or kept by it): entries with no
+    tags and no index that name a rule. Only an untagged rule owns such an entry."""
+    return frozenset(
+        (e.repository, e.digest)
+        for e in (*fresh.deletions, *fresh.kept)
+        if not e.tags and e.parent is None and e.rule is not None
+    )
+
+
 def _duration(delta: timedelta) -> str:
     seconds = int(abs(delta.total_seconds()))
     days, rest = divmod(seconds, 86400)
@@ -414,9 +424,16 @@ class _Run:
         should_stop: Callable[[], bool] | None = None,
         verify_kept: bool = False,
         policy_keeps: Mapping[Key, str] | None = None,
+        policy_untagged: Collection[Key] | None = None,
     ) -> None:
         self.plan = plan
         self.policy_keeps = policy_keeps or {}
+        # untagged manifests of a storage plan that an untagged rule owns in the policy evaluated
+        # again on the storage: the only untagged roots apply accepts (deleted, or skipped as
+        # kept when the rule keeps them now)
+        self.untagged_ok = (
+            frozenset(policy_untagged or ()) if plan.inventory_source == "storage" else frozenset()
+        )
         self.should_stop = should_stop
         self.verify_kept = verify_kept
         self.client = client
@@ -772,6 +789,12 @@ class _Run:
                     unheld.append((key, f"its index {e.parent} does not list it"))
             elif not e.tags:
                 subject = v.manifest.subject
+                if key in self.untagged_ok and (
+                    subject is None or (repo, subject.digest) not in self.entries
+                ):
+                    # an untagged manifest of the storage (no tag, no index, no present
+                    # subject), selected by an untagged rule now as when the plan was made
+                    continue
                 if subject is None:
                     unheld.append((key, "it has no tags, no index and no subject"))
                 elif (repo, subject.digest) not in self.entries:
@@ -984,6 +1007,7 @@ def apply_plan(
     should_stop: Callable[[], bool] | None = None,
     verify_kept: bool = False,
     policy_keeps: Mapping[Key, str] | None = None,
+    policy_untagged: Collection[Key] | None = None,
 ) -> ApplyReport:
     """Re-verify and delete what the plan lists; resumes from what `journal` already holds.
 
@@ -1002,7 +1026,20 @@ def apply_plan(
     ("the policy keeps it now: <reason>") and journaled, before anything is deleted, and what
     depends on them (platform manifests, artifacts) is skipped with them. The caller makes it
     (retention/cli.py); an entry the fresh inventory does not hold is left to the checks here.
+
+    `policy_untagged` is what that evaluation's untagged rules own (`untagged_owned`). A planned
+    manifest that no tag, no index and no deleted subject holds is refused as an edited plan,
+    unless the plan's inventory came from the storage and `policy_untagged` holds it: an untagged
+    manifest an untagged rule selects (docs/decisions.md, "Applying untagged deletions").
     """
     return _Run(
-        plan, client, journal, concurrency, progress, should_stop, verify_kept, policy_keeps
+        plan,
+        client,
+        journal,
+        concurrency,
+        progress,
+        should_stop,
+        verify_kept,
+        policy_keeps,
+        policy_untagged,
     ).run()

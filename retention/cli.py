@@ -41,18 +41,19 @@ from retention.apply import (
     apply_plan,
     check_plan,
     policy_keeps,
+    untagged_owned,
 )
 from retention.cache import DigestCache
 from retention.doctor import run_checks
 from retention.errors import AuthError, InventoryError, PolicyError, RetentionError, ScheduleError
-from retention.evaluate import TagVerdict, age_words, evaluate, explain
+from retention.evaluate import TagVerdict, age_words, evaluate, explain, untagged_digests
 from retention.files import atomic_create, atomic_write
 from retention.gc import DEFAULT_TIMEOUT_SECONDS, run_gc, untagged_warnings
 from retention.inventory import Progress, Shard, take_inventory
 from retention.journal import Journal, default_journal_path, read_journal, redact_url
 from retention.markdown import render_markdown
 from retention.model import Inventory, Repository, outside_grammar
-from retention.oci import cosign_subject, format_time
+from retention.oci import cosign_subject, format_time, is_digest
 from retention.plan import Plan, human_bytes, render_text
 from retention.plan import to_json as plan_to_json
 from retention.policy.load import compile_pattern, load_policy, load_policy_text, validate_files
@@ -68,8 +69,14 @@ from retention.schedule import (
     run_loop,
     run_now,
 )
-from retention.starter import check_credentials, starter_policy
+from retention.starter import UntaggedSeen, check_credentials, starter_policy
 from retention.state import digest_cache_dir
+from retention.storage import (
+    compare_with_api,
+    in_flight_warnings,
+    take_storage_inventory,
+    with_in_flight,
+)
 from retention.text import message, untrusted
 
 log = logging.getLogger("retention")
@@ -459,6 +466,28 @@ def _shard(args: argparse.Namespace) -> Shard | None:
         raise RetentionError(f"--shard {text}: {exc.message}", hint=_SHARD_HINT) from exc
 
 
+def _add_source_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--inventory-source",
+        choices=("api", "storage"),
+        help="where the inventory comes from: the registry's API, or its storage "
+        "(registry.storage.filesystem; the default when the policy sets it)",
+    )
+
+
+def _source(policy: Policy, requested: str | None) -> str:
+    """`--inventory-source`, else storage when the policy names it, else the API."""
+    if requested == "storage" and policy.registry.storage_path is None:
+        raise RetentionError(
+            "--inventory-source storage: the policy has no registry.storage.filesystem",
+            hint="add registry: {storage: {filesystem: /var/lib/registry}} to the policy "
+            "(the registry's storage rootdirectory), see docs/registries.md",
+        )
+    if requested is not None:
+        return requested
+    return "storage" if policy.registry.storage_path is not None else "api"
+
+
 def _take(
     policy: Policy,
     *,
@@ -467,6 +496,7 @@ def _take(
     use_cache: bool = True,
     shard: Shard | None = None,
     repositories: Sequence[str] | None = None,
+    source: str = "api",
 ) -> Inventory:
     """Walk the registry (`repository`, `shard` narrow it); `repositories` walks just those,
     without the catalog."""
@@ -477,6 +507,20 @@ def _take(
             return False
         return select_pattern is None or select_pattern.matches(name)
 
+    if source == "storage":
+        assert policy.registry.storage_path is not None  # _source checked it
+        wanted = None if repositories is None else set(repositories)
+        return take_storage_inventory(
+            policy.registry.storage_path,
+            registry=policy.registry.url,
+            now=datetime.now(UTC),  # when the inventory is taken: the wall clock, never --as-of
+            select=lambda name: select(name) and (wanted is None or name in wanted),
+            complete=repositories is None
+            and select_pattern is None
+            and (shard is None or shard.count == 1),
+            concurrency=policy.settings.concurrency,
+            progress=progress or (lambda phase, done, total: None),
+        )
     cache = DigestCache(digest_cache_dir(os.environ)) if use_cache else None
     with (
         cache or contextlib.nullcontext(),
@@ -513,16 +557,50 @@ def _make_plan(
     progress: Progress | None = None,
     use_cache: bool = True,
     shard: Shard | None = None,
+    source: str | None = None,
 ) -> tuple[Plan, Inventory]:
-    """Inventory the registry and evaluate the policy: the one path to a plan."""
+    """Inventory the registry and evaluate the policy: the one path to a plan.
+
+    A storage inventory is first checked against the API (one tags/list per repository): a
+    storage that is not the URL's registry is an error before anything is planned.
+    """
+    chosen = _source(policy, source)
     inventory = _take(
         policy,
         repository=repository,
         progress=progress,
         use_cache=use_cache,
         shard=shard,
+        source=chosen,
     )
+    if chosen == "storage":
+        inventory = _same_registry(policy, inventory)
     return evaluate(policy, inventory, now), inventory
+
+
+def _same_registry(policy: Policy, inventory: Inventory) -> Inventory:
+    """A storage inventory checked against the API (one tags/list per repository): raises when
+    the storage is not the URL's registry; pushes in flight are noted as warnings."""
+    assert policy.registry.storage_path is not None
+    with RegistryClient(
+        policy.registry,
+        concurrency=policy.settings.concurrency,
+        env=os.environ,
+        **_client_options(policy),
+    ) as client:
+        seen = compare_with_api(
+            client,
+            inventory,
+            policy.registry.storage_path,
+            concurrency=policy.settings.concurrency,
+        )
+    inventory = with_in_flight(inventory, seen)
+    flying = in_flight_warnings(seen)
+    for warning in flying:
+        log.warning("%s", warning)
+    if flying:
+        inventory = replace(inventory, warnings=(*inventory.warnings, *flying))
+    return inventory
 
 
 def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -561,6 +639,7 @@ def _add_plan(sub: Any, common: argparse.ArgumentParser) -> None:
         "--from-inventory", metavar="FILE", help="evaluate a saved inventory; no registry"
     )
     p.add_argument("--no-cache", action="store_true", help="do not use the digest cache")
+    _add_source_option(p)
     _add_shard_option(p)
     p.set_defaults(func=_cmd_plan)
 
@@ -661,6 +740,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             progress=_progress(args),
             use_cache=not args.no_cache,
             shard=shard,
+            source=args.inventory_source,
         )
     if args.output:
         _write(args.output, plan_to_json(plan))
@@ -698,6 +778,7 @@ def _add_inventory(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--repository", metavar="REGEX", help="only repositories matching this RE2")
     p.add_argument("--no-cache", action="store_true", help="do not use the digest cache")
+    _add_source_option(p)
     _add_shard_option(p)
     p.set_defaults(func=_cmd_inventory)
 
@@ -737,6 +818,22 @@ def _inventory_text(inventory: Inventory) -> str:
                 f"  {tags[t.name]:<{tag_width}}  {untrusted(t.digest[:19])}  {created:<20}  "
                 f"{size:>10}".rstrip()
             )
+        untagged = sorted(untagged_digests(r))
+        if untagged:
+            lines.append(
+                f"  {'UNTAGGED':<{tag_width}}  {'DIGEST':<19}  {'CREATED':<20}  {'SIZE':>10}  "
+                "PUSHED"
+            )
+        for digest in untagged:
+            image = r.image(digest)
+            if image is None:
+                continue
+            created = format_time(image.created) if image.created else "unknown"
+            pushed = format_time(image.pushed_at) if image.pushed_at else "unknown"
+            lines.append(
+                f"  {'(untagged)':<{tag_width}}  {untrusted(digest[:19])}  {created:<20}  "
+                f"{human_bytes(image.size):>10}  {pushed}"
+            )
     lines.extend(f"warning: {message(w)}" for w in inventory.warnings)
     return "\n".join(lines) + "\n"
 
@@ -744,10 +841,16 @@ def _inventory_text(inventory: Inventory) -> str:
 def _inventory_csv(inventory: Inventory) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["repository", "tag", "digest", "media_type", "kind", "created", "size"])
+    # a storage inventory adds its untagged manifests, and two columns to say which they are
+    storage = inventory.source == "storage"
+    extra = ["untagged", "pushed_at"] if storage else []
+    writer.writerow(
+        ["repository", "tag", "digest", "media_type", "kind", "created", "size", *extra]
+    )
     for r in inventory.repositories:
         for t in r.tags:
             image = r.image(t.digest)
+            pushed = format_time(image.pushed_at) if image and image.pushed_at else ""
             writer.writerow(
                 [
                     untrusted(r.name),
@@ -757,9 +860,42 @@ def _inventory_csv(inventory: Inventory) -> str:
                     image.kind.value if image else "",
                     format_time(image.created) if image and image.created else "",
                     image.size if image else "",
+                    *(["false", pushed] if storage else []),
+                ]
+            )
+        if not storage:
+            continue
+        for digest in sorted(untagged_digests(r)):
+            image = r.image(digest)
+            if image is None:
+                continue
+            writer.writerow(
+                [
+                    r.name,
+                    "",
+                    digest,
+                    image.media_type,
+                    image.kind.value,
+                    format_time(image.created) if image.created else "",
+                    image.size,
+                    "true",
+                    format_time(image.pushed_at) if image.pushed_at else "",
                 ]
             )
     return out.getvalue()
+
+
+def _inventory_json(inventory: Inventory) -> dict[str, Any]:
+    """The saved inventory; a storage inventory marks each image `untagged` (model.py writes
+    its push time)."""
+    doc = inventory.to_json()
+    if inventory.source != "storage":
+        return doc
+    for r, saved in zip(inventory.repositories, doc["repositories"], strict=True):
+        untagged = untagged_digests(r)
+        for image, entry in zip(r.images, saved["images"], strict=True):
+            entry.setdefault("untagged", image.digest in untagged)  # pushed_at: model.py
+    return doc
 
 
 def _cmd_inventory(args: argparse.Namespace) -> int:
@@ -774,9 +910,10 @@ def _cmd_inventory(args: argparse.Namespace) -> int:
         progress=_progress(args),
         use_cache=not args.no_cache,
         shard=shard,
+        source=_source(policy, args.inventory_source),
     )
     if args.format == "json":
-        text = json.dumps(inventory.to_json(), indent=2, sort_keys=True) + "\n"
+        text = json.dumps(_inventory_json(inventory), indent=2, sort_keys=True) + "\n"
     elif args.format == "csv":
         text = _inventory_csv(inventory)
     else:
@@ -791,48 +928,68 @@ def _add_explain(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="why each tag of a repository is kept or deleted",
         description="For each tag: the owning rule, its rank among that rule's images, its age, "
-        "and the decisive reason.",
-        epilog="Example: retention explain -p policy.yaml apps/web:pr-123-abc1234",
+        "and the decisive reason. With REPO@DIGEST, the same for one manifest, untagged ones "
+        "too (with its push time and the tags it used to carry).",
+        epilog="Example: retention explain -p policy.yaml apps/web:pr-123-abc1234 (or "
+        "apps/web@sha256:..., for a manifest no tag points at)",
     )
     p.add_argument("-p", "--policy", required=True, help="the policy file")
-    p.add_argument("target", metavar="REPO[:TAG]", help="a repository, or one of its tags")
+    p.add_argument(
+        "target",
+        metavar="REPO[:TAG|@DIGEST]",
+        help="a repository, one of its tags, or one of its manifests (untagged ones too)",
+    )
     p.add_argument(
         "--as-of", metavar="DATE", help="evaluate as if it were this date (UTC), e.g. 2026-01-31"
     )
     p.add_argument(
         "--from-inventory", metavar="FILE", help="explain from a saved inventory; no registry"
     )
+    _add_source_option(p)
     p.set_defaults(func=_cmd_explain)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     now = _now(args.as_of)
     policy = _load_policy(args.policy, args)
-    repository, tag = _explain_target(args.target, policy.registry.url)
+    repository, tag, digest = _explain_target(args.target, policy.registry.url)
     if args.from_inventory:
         inventory = _read_inventory(args.from_inventory)
     else:
-        inventory = _take(policy, repository=re2.escape(repository), progress=_progress(args))
-    verdicts = explain(policy, inventory, now, repository, tag)
+        inventory = _take(
+            policy,
+            repository=re2.escape(repository),
+            progress=_progress(args),
+            source=_source(policy, args.inventory_source),
+        )
+    verdicts = explain(policy, inventory, now, repository, tag, digest)
     _write(None, _explanation_text(verdicts))
     return ExitCode.OK
 
 
-def _explain_target(target: str, registry_url: str) -> tuple[str, str | None]:
-    """`REPO[:TAG]` -> (repository, tag). A reference pasted with the policy's registry host in
-    front (`127.0.0.1:5000/apps/web:v1`) works too: a colon followed by a `/` is a port."""
+def _explain_target(target: str, registry_url: str) -> tuple[str, str | None, str | None]:
+    """`REPO[:TAG|@DIGEST]` -> (repository, tag, digest). A reference pasted with the policy's
+    registry host in front (`127.0.0.1:5000/apps/web:v1`) works too: a colon followed by a `/`
+    is a port."""
+    digest: str | None = None
     if "@" in target:
-        raise RetentionError(
-            f"{target!r}: explain takes REPO or REPO:TAG, not a digest reference",
-            hint="name the tag; `retention plan --show-kept` lists untagged manifests",
-        )
-    name, colon, tag = target.rpartition(":")
-    if not colon or "/" in tag:
-        name, tag = target, ""
+        target, _, digest = target.rpartition("@")
+        if not is_digest(digest):
+            raise RetentionError(
+                f"{untrusted(digest)!r}: not a digest (expected sha256:<64 hex digits>)",
+                hint="copy the digest from `retention inventory` or the plan",
+            )
+        name = target
+    else:
+        name, colon, tag = target.rpartition(":")
+        if not colon or "/" in tag:
+            name, tag = target, ""
     host = urlsplit(registry_url).netloc
     if host and name.startswith(host + "/"):
         name = name[len(host) + 1 :]
-    return name, tag or None
+    if digest is not None:
+        return name, None, digest
+    return name, tag or None, None
 
 
 def _explanation_text(verdicts: list[TagVerdict]) -> str:
@@ -846,8 +1003,18 @@ def _explanation_text(verdicts: list[TagVerdict]) -> str:
             age = age_words(v.age)
         rule = f"rule {v.rule}" if v.rule else "no rule"
         rank = f", rank {v.rank}" if v.rank is not None else ""
-        ref = f"{untrusted(v.repository)}:{untrusted(v.tag)}  {untrusted(v.digest[:19])}"
-        lines.append(f"{ref}  {age}  ({rule}{rank})")
+        if v.untagged:
+            ref = f"{untrusted(v.repository)}@{untrusted(v.digest)}"
+            lines.append(f"{ref}  {age}  ({rule}{rank}, untagged)")
+            pushed = format_time(v.pushed_at) if v.pushed_at is not None else "unknown"
+            lines.append(f"    pushed: {pushed}")
+            for former, until in v.former_tags:
+                lines.append(f"    was: `{untrusted(former)}` until {format_time(until)}")
+            if v.protected:
+                lines.append("    protected: its digest is in protect.digests")
+        else:
+            ref = f"{untrusted(v.repository)}:{untrusted(v.tag)}  {untrusted(v.digest[:19])}"
+            lines.append(f"{ref}  {age}  ({rule}{rank})")
         lines.append(f"    {message(v.line())}")
     return "\n".join(lines) + "\n"
 
@@ -918,6 +1085,12 @@ def _add_init(sub: Any, common: argparse.ArgumentParser) -> None:
         "--password-env",
         metavar="VAR",
         help="read the password from environment variable VAR; the policy refers to ${VAR}",
+    )
+    p.add_argument(
+        "--storage",
+        metavar="PATH",
+        help="the registry's storage root (registry.storage.filesystem): count its untagged "
+        "manifests and propose a rule for them (keep 3, newer than 7 days); read-only",
     )
     p.set_defaults(func=_cmd_init)
 
@@ -993,6 +1166,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
     say(f"read {len(repositories)} repositories and {total} tags")
     if not repositories:
         say("warning: the catalog is empty; the policy only protects `latest` and releases")
+    untagged = None
+    if args.storage is not None:
+        untagged = _untagged_seen(args.storage, url, say)
 
     text = starter_policy(
         tags,
@@ -1001,6 +1177,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         password_env=args.password_env,
         written_on=datetime.now(UTC).date().isoformat(),
         filename=args.output if args.output not in (None, "-") else None,
+        untagged=untagged,
     )
     # The starter is meant to validate as written; check it before anyone relies on that.
     load_policy_text(text, args.output or "<init>", env=os.environ, require_env=False)
@@ -1018,6 +1195,20 @@ def _cmd_init(args: argparse.Namespace) -> int:
         f"  retention plan -p {args.output}"
     )
     return ExitCode.OK
+
+
+def _untagged_seen(storage: str, url: str, say: Callable[[str], None]) -> UntaggedSeen:
+    """Count the untagged manifests of the storage at `storage` (read-only) for the starter."""
+    say(f"reading the storage at {storage} ...")
+    inventory = take_storage_inventory(storage, registry=url, now=datetime.now(UTC))
+    manifests = repos = size = 0
+    for repo in inventory.repositories:
+        found = untagged_digests(repo)
+        manifests += len(found)
+        repos += 1 if found else 0
+        size += sum(image.size for image in repo.images if image.digest in found)
+    say(f"found {manifests} untagged manifests in {repos} repositories ({human_bytes(size)})")
+    return UntaggedSeen(storage=storage, manifests=manifests, repositories=repos, size=size)
 
 
 _COMMANDS.append(_add_init)
@@ -1276,12 +1467,17 @@ def _plan_sha256(plan: Plan) -> str:
     return hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
 
 
-def _policy_check(policy: Policy, plan: Plan) -> dict[tuple[str, str], str]:
-    """Invariant 8: the plan's deletions the policy keeps now, each with its reason.
+def _policy_check(
+    policy: Policy, plan: Plan
+) -> tuple[dict[tuple[str, str], str], frozenset[tuple[str, str]]]:
+    """Invariant 8: the plan's deletions the policy keeps now, each with its reason; and the
+    untagged manifests its untagged rules own now (apply accepts only those untagged entries).
 
     The policy is evaluated again at the wall clock on a fresh inventory of the repositories the
     plan deletes in (tags and manifests by tag are fetched again; index children and configs come
-    from the digest cache). A partial inventory cannot tell an orphan attachment from one whose
+    from the digest cache). A plan made from the storage is checked on the storage (read again,
+    those repositories only, and compared with the API as `plan` does): only it sees untagged
+    manifests. A partial inventory cannot tell an orphan attachment from one whose
     subject lives in another repository, so when that alone keeps something a whole-registry plan
     deletes, the whole registry is walked; if that walk fails, the partial answer stands (it
     keeps more). Any other failure raises before the first DELETE.
@@ -1289,18 +1485,30 @@ def _policy_check(policy: Policy, plan: Plan) -> dict[tuple[str, str], str]:
     now = datetime.now(UTC)
     repositories = sorted({e.repository for e in plan.deletions})
     if not repositories:
-        return {}
-    inventory = _take(policy, repository=None, progress=None, repositories=repositories)
-    keeps = policy_keeps(plan, evaluate(policy, inventory, now))
+        return {}, frozenset()
+    source = (
+        "storage"
+        if plan.inventory_source == "storage" and policy.registry.storage_path is not None
+        else "api"
+    )
+
+    def fresh(names: Sequence[str] | None) -> tuple[Plan, Inventory]:
+        inventory = _take(policy, repository=None, progress=None, repositories=names, source=source)
+        if source == "storage":
+            inventory = _same_registry(policy, inventory)
+        return evaluate(policy, inventory, now), inventory
+
+    again, inventory = fresh(repositories)
+    keeps = policy_keeps(plan, again)
     if keeps and plan.summary.complete and _subjects_outside(inventory, keeps):
         log.info("the policy keeps attachments whose subject may be elsewhere: walking it all")
         try:
-            whole = _take(policy, repository=None, progress=None)
+            again, _ = fresh(None)
         except InventoryError as exc:
             log.warning("%s; the partial inventory's answer stands", exc.diagnostics())
         else:
-            keeps = policy_keeps(plan, evaluate(policy, whole, now))
-    return keeps
+            keeps = policy_keeps(plan, again)
+    return keeps, untagged_owned(again)
 
 
 def _subjects_outside(inventory: Inventory, keys: Iterable[tuple[str, str]]) -> bool:
@@ -1334,7 +1542,9 @@ def _execute_plan(
     `check_policy` re-evaluates the policy first (`_policy_check`); a plan this process has just
     made from a fresh inventory with the same policy (`apply -p`, scheduled runs) skips it.
     """
-    keeps = _policy_check(policy, plan) if check_policy else {}
+    # a plan made by this process has just been evaluated: its own untagged entries are the
+    # policy's now
+    keeps, untagged = _policy_check(policy, plan) if check_policy else ({}, untagged_owned(plan))
     with (
         RegistryClient(
             policy.registry,
@@ -1355,6 +1565,7 @@ def _execute_plan(
             verify_kept=verify_kept,
             should_stop=should_stop,
             policy_keeps=keeps,
+            policy_untagged=untagged,
         )
 
 

@@ -7,17 +7,18 @@ recorded in docs/decisions.md (Evaluate and plan).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from retention import oci
 from retention.errors import InventoryError
-from retention.model import Image, Inventory, Repository
-from retention.plan import Entry, Plan, Summary
+from retention.model import Image, Inventory, Repository, TagEvent
+from retention.plan import Entry, Plan, Summary, human_bytes
 from retention.policy.model import Policy, Rule
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ _NAMES_IN_WARNING = 10
 # time: the image's age is unknown (docs/decisions.md, "Dates in the future"). The slack allows
 # for clock skew between the build host and the machine that evaluates.
 FUTURE_SLACK = timedelta(days=1)
+# An untagged manifest pushed less than this before the inventory was taken may be the first half
+# of a multi-platform push (platform manifests go up before their index): always kept.
+IN_FLIGHT = timedelta(hours=1)
 
 # A tag's state before manifests are decided (see `_evaluate_repository`).
 _KEEP = 0  # kept on its own: protected, selected by no rule, or kept by its rule
@@ -60,6 +64,10 @@ class TagVerdict:
     decision: Decision
     reason: str
     protected: bool = False
+    # an untagged manifest (`tag` is ""): when it was pushed, and the tags it used to carry
+    untagged: bool = False
+    pushed_at: datetime | None = None
+    former_tags: tuple[tuple[str, datetime], ...] = ()
 
     def line(self) -> str:
         """`kept: among the 5 most recent (rank 3)`."""
@@ -76,6 +84,8 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
     unmatched: list[str] = []
     unknown_age = orphans = missing = 0
     future: list[str] = []
+    unselected: list[str] = []
+    freeable: list[tuple[str, str]] = []  # what deleting the unselected untagged would delete
     repositories = sorted(inventory.repositories, key=lambda r: r.name)
     for repo in repositories:
         out = _evaluate_repository(repo, ctx, want_verdicts=False)
@@ -86,12 +96,27 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
         orphans += out.orphans
         missing += out.missing
         future.extend(out.future)
+        unselected.extend(out.unselected)
+        freeable.extend((repo.name, d) for d in out.freeable)
         if not ctx.rules_for(repo.name):
             unmatched.append(repo.name)
     deletions.sort(key=lambda e: (e.repository, e.digest))
     kept.sort(key=lambda e: (e.repository, e.digest))
 
     warnings = _warnings(policy, ctx, inventory, owning, unmatched, unknown_age, orphans, missing)
+    reclaimable = _reclaimable(repositories, [(e.repository, e.digest) for e in deletions])
+    if unselected and inventory.source == "storage":
+        # what an untagged rule could free: the bytes only they (and what follows them) hold
+        would = _reclaimable(repositories, [(e.repository, e.digest) for e in deletions] + freeable)
+        why = (
+            "no untagged rule selects their repositories"
+            if policy.has_untagged_rule
+            else "no rule selects untagged manifests"
+        )
+        warnings.append(
+            f"{_count(len(unselected), 'untagged manifest')} "
+            f"({human_bytes(would - reclaimable)}) kept: {why}"
+        )
     warnings.extend(_future_warning(future))
     warnings[:0] = inventory.names_left_alone()  # the walk's names outside the grammar
     for w in warnings:
@@ -102,7 +127,7 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
         images=sum(len(r.images) for r in repositories),
         tags_deleted=sum(len(e.tags) for e in deletions),
         images_deleted=len(deletions),
-        bytes_reclaimable=_reclaimable(repositories, deletions),
+        bytes_reclaimable=reclaimable,
         complete=inventory.complete,
     )
     return Plan(
@@ -116,6 +141,7 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
         deletions=tuple(deletions),
         kept=tuple(kept),
         warnings=tuple(warnings),
+        inventory_source=inventory.source,
     )
 
 
@@ -125,11 +151,13 @@ def explain(
     now: datetime,
     repository: str,
     tag: str | None = None,
+    digest: str | None = None,
 ) -> list[TagVerdict]:
-    """The verdict on every tag of `repository` (or on `tag` alone), sorted by tag name.
+    """The verdict on every tag of `repository` (or on `tag` alone), sorted by tag name; or, with
+    `digest`, on that manifest: its tags' verdicts, or one verdict (`untagged`) when no tag
+    points at it.
 
-    Raises InventoryError when the repository or the tag is not in the inventory. Untagged
-    manifests (platform manifests, referrers) are in the plan's entries, not here.
+    Raises InventoryError when the repository, the tag or the digest is not in the inventory.
     """
     repo = next((r for r in inventory.repositories if r.name == repository), None)
     if repo is None:
@@ -138,7 +166,15 @@ def explain(
             hint="check the name with `retention inventory -p POLICY`",
         )
     out = _evaluate_repository(repo, _Context(policy, _aware(now), inventory), want_verdicts=True)
-    verdicts = out.verdicts
+    if digest is not None:
+        found = [v for v in out.verdicts if v.digest == digest]
+        if not found:
+            raise InventoryError(
+                f"manifest {digest} is not in repository {repository!r}",
+                hint=f"list its manifests with `retention inventory -p POLICY -r {repository}`",
+            )
+        return found
+    verdicts = [v for v in out.verdicts if not v.untagged]
     if tag is not None:
         verdicts = [v for v in verdicts if v.tag == tag]
         if not verdicts:
@@ -147,6 +183,21 @@ def explain(
                 hint=f"list its tags with `retention explain -p POLICY {repository}`",
             )
     return verdicts
+
+
+def untagged_digests(repo: Repository) -> frozenset[str]:
+    """The untagged manifests of `repo`: no tag names them, no other manifest of the repository
+    lists them, and their `subject`, if any, is not in the repository (docs/policy.md)."""
+    present = {i.digest for i in repo.images}
+    tagged = {t.digest for t in repo.tags}
+    listed = {c for i in repo.images for c in i.children if c != i.digest}
+    return frozenset(
+        i.digest
+        for i in repo.images
+        if i.digest not in tagged
+        and i.digest not in listed
+        and (i.subject is None or i.subject == i.digest or i.subject not in present)
+    )
 
 
 # --- the per-repository evaluation --------------------------------------------------------------
@@ -158,6 +209,7 @@ class _Context:
     def __init__(self, policy: Policy, now: datetime, inventory: Inventory) -> None:
         self.policy = policy
         self.now = now
+        self.taken_at = _aware(inventory.taken_at)
         self.complete = inventory.complete
         self._inventory = inventory
         self._holders: dict[str, list[str]] | None = None  # digest -> repositories
@@ -258,6 +310,21 @@ class _RepoOutcome:
     orphans: int
     missing: int
     future: list[str]  # `repo@digest (created ...)` of images dated past now + FUTURE_SLACK
+    unselected: list[str] = field(default_factory=list)  # untagged, kept: no rule selects them
+    freeable: list[str] = field(default_factory=list)  # what deleting those would delete
+
+
+@dataclass(slots=True)
+class _Untagged:
+    """The decision on one untagged manifest (a root: no tag, no index, no present subject)."""
+
+    digest: str
+    reason: str = ""
+    rule: int | None = None
+    rank: int | None = None
+    delete: bool = False
+    protected: bool = False
+    unselected: bool = False
 
 
 def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool) -> _RepoOutcome:
@@ -293,6 +360,10 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
             continue
         by_digest[tag.digest].append(st)
         _classify_attachment(st, image, images)
+        if tag.digest in policy.protect_digests:
+            st.protected_by = tag.digest
+            st.reason = "its digest is protected (`protect.digests`)"
+            continue
         st.protected_by = ctx.protected_by(tag.name)
         if st.protected_by is not None:
             # protect wins; a protected attachment still keeps its subject (closure below)
@@ -356,6 +427,9 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
             st.state = _KEEP if keep else _DELETE
             st.reason = _orphan_prefix(st, reason, policy.rules[st.rule])
 
+    roots = _untagged_roots(repo, images, by_digest, parents, rules, ctx)
+    unknown_digests |= _rank_untagged(roots, images, ctx, _former_tags(repo.history))
+
     # 2. grounded deletions, by a worklist over the subject/index edges
     pending: dict[str, int] = {}
     follow_deps: dict[str, list[str]] = defaultdict(list)  # subject -> manifests following it
@@ -375,41 +449,21 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
             pending[digest] = len(follows)
         else:
             queue.append(digest)
-    deleted: set[str] = set()
-    i = 0
-    while i < len(queue):
-        digest = queue[i]
-        i += 1
-        if digest in deleted:
-            continue
-        deleted.add(digest)
-        queue.extend(c for c in images[digest].children if c in images and c not in by_digest)
-        for dep in follow_deps.get(digest, ()):
-            pending[dep] -= 1
-            if pending[dep] == 0:
-                queue.append(dep)
-        queue.extend(r for r in referrers.get(digest, ()) if r not in by_digest)
+    queue.extend(d for d, r in roots.items() if r.delete)
+    graph = _Graph(images, by_digest, referrers, follow_deps, attached, policy.protect_digests)
+    deleted, kept = graph.decide(queue, pending)
 
-    # 3. keep closure
-    kept = set(images) - deleted
-    stack = sorted(kept)
-    while stack:
-        digest = stack.pop()
-        image = images[digest]
-        targets: list[str] = [c for c in image.children if c in images]
-        if image.subject is not None and image.subject in images:
-            targets.append(image.subject)
-        targets.extend(st.subject for st in by_digest.get(digest, ()) if st.subject is not None)
-        targets.extend(referrers.get(digest, ()))
-        targets.extend(attached.get(digest, ()))
-        for target in targets:
-            if target not in kept:
-                kept.add(target)
-                stack.append(target)
-    deleted -= kept
+    unselected = [d for d, r in roots.items() if r.unselected]
+    freeable: list[str] = []
+    if unselected:  # what an untagged rule could free, for the plan's warning
+        more, _ = graph.decide(queue + unselected, pending)
+        freeable = sorted(more - deleted)
 
     # 4. entries and verdicts
-    out = _RepoOutcome([], [], [], set(owned), len(unknown_digests), orphans, missing, [])
+    owners = set(owned) | {r.rule for r in roots.values() if r.rule is not None}
+    out = _RepoOutcome(
+        [], [], [], owners, len(unknown_digests), orphans, missing, [], unselected, freeable
+    )
     out.future.extend(
         f"{repo.name}@{_short(d)} (created {oci.format_time(c)})"
         for d in sorted(unknown_digests)
@@ -428,7 +482,11 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
                     st.reason = f"{st.noun} of deleted image {_short(st.subject)}"
                 reasons.setdefault(st.reason, []).append(st.name)
             rule_name = next((names[st.rule] for st in sts if st.rule is not None), None)
-            if sts:
+            root = roots.get(digest)
+            if root is not None:
+                reason = root.reason
+                rule_name = names[root.rule] if root.rule is not None else None
+            elif sts:
                 reason = _joined(reasons)
             elif parent is not None:
                 reason = f"{_platform(image)} of deleted index {_short(parent)}"
@@ -448,6 +506,15 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
             reason = decisive.reason if len(sts) == 1 else f"`{decisive.name}`: {decisive.reason}"
             if decisive.state == _KEEP and decisive.rule is not None:
                 rule_name = names[decisive.rule]
+        elif (root := roots.get(digest)) is not None and root.reason:
+            rule_name = names[root.rule] if root.rule is not None else None
+            if root.delete:  # kept by what it is the subject of
+                reason = _closure_reason(
+                    image, images, parents, referrers, attached, kept, by_digest
+                )
+                root.reason = reason = f"{reason}; its rule alone would delete it ({root.reason})"
+            else:
+                reason = root.reason
         else:
             reason = _closure_reason(image, images, parents, referrers, attached, kept, by_digest)
             for st in sts:
@@ -455,6 +522,30 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
         out.kept.append(_entry(repo.name, image, sts, parent, rule_name, reason))
 
     if want_verdicts:
+        former = _former_tags(repo.history)
+        for entry in [*out.deletions, *out.kept]:
+            if entry.tags:
+                continue
+            image = images[entry.digest]
+            root = roots.get(entry.digest)
+            out.verdicts.append(
+                TagVerdict(
+                    repository=repo.name,
+                    tag="",
+                    digest=entry.digest,
+                    rule=entry.rule,
+                    rank=root.rank if root is not None else None,
+                    age=now - image.created if image.created is not None else None,
+                    created=image.created,
+                    created_raw=image.created_raw,
+                    decision="deleted" if entry.digest in deleted else "kept",
+                    reason=entry.reason,
+                    protected=entry.digest in policy.protect_digests,
+                    untagged=True,
+                    pushed_at=image.pushed_at,
+                    former_tags=tuple(former.get(entry.digest, ())),
+                )
+            )
         for st in states:
             image = images.get(st.digest)
             created = image.created if image is not None else None
@@ -475,6 +566,191 @@ def _evaluate_repository(repo: Repository, ctx: _Context, *, want_verdicts: bool
                 )
             )
     return out
+
+
+class _Graph:
+    """Steps 2 and 3 of `_evaluate_repository` over one repository's manifests."""
+
+    def __init__(
+        self,
+        images: dict[str, Image],
+        by_digest: dict[str, list[_TagState]],
+        referrers: dict[str, list[str]],
+        follow_deps: dict[str, list[str]],
+        attached: dict[str, list[str]],
+        protected: frozenset[str],
+    ) -> None:
+        self.images = images
+        self.by_digest = by_digest
+        self.referrers = referrers
+        self.follow_deps = follow_deps
+        self.attached = attached
+        self.protected = protected
+
+    def decide(self, seeds: list[str], waiting: dict[str, int]) -> tuple[set[str], set[str]]:
+        """(deleted, kept): the grounded deletions from `seeds`, less the keep closure."""
+        images, by_digest = self.images, self.by_digest
+        pending = dict(waiting)
+        queue = list(seeds)
+        deleted: set[str] = set()
+        i = 0
+        while i < len(queue):
+            digest = queue[i]
+            i += 1
+            if digest in deleted:
+                continue
+            deleted.add(digest)
+            queue.extend(c for c in images[digest].children if c in images and c not in by_digest)
+            for dep in self.follow_deps.get(digest, ()):
+                pending[dep] -= 1
+                if pending[dep] == 0:
+                    queue.append(dep)
+            queue.extend(r for r in self.referrers.get(digest, ()) if r not in by_digest)
+        # protect.digests wins over every rule; the closure keeps their children and referrers
+        deleted -= self.protected
+
+        # 3. keep closure
+        kept = set(images) - deleted
+        stack = sorted(kept)
+        while stack:
+            digest = stack.pop()
+            image = images[digest]
+            targets: list[str] = [c for c in image.children if c in images]
+            if image.subject is not None and image.subject in images:
+                targets.append(image.subject)
+            targets.extend(st.subject for st in by_digest.get(digest, ()) if st.subject is not None)
+            targets.extend(self.referrers.get(digest, ()))
+            targets.extend(self.attached.get(digest, ()))
+            for target in targets:
+                if target not in kept:
+                    kept.add(target)
+                    stack.append(target)
+        return deleted - kept, kept
+
+
+def _untagged_roots(
+    repo: Repository,
+    images: dict[str, Image],
+    by_digest: dict[str, list[_TagState]],
+    parents: dict[str, list[str]],
+    rules: tuple[int, ...],
+    ctx: _Context,
+) -> dict[str, _Untagged]:
+    """The untagged manifests of `repo` (docs/policy.md, "Untagged manifests"), each with its
+    owning rule, or the reason it is kept whatever the rules say. Ranking is `_rank_untagged`."""
+    policy = ctx.policy
+    untagged_rules = [i for i in rules if policy.rules[i].match.untagged]
+    out: dict[str, _Untagged] = {}
+    for digest in sorted(images):
+        image = images[digest]
+        if digest in by_digest or digest in parents:
+            continue
+        subject = image.subject
+        if subject is not None and subject != digest and subject in images:
+            continue  # a referrer follows its subject
+        root = out[digest] = _Untagged(digest)
+        if digest in policy.protect_digests:
+            root.protected = True
+            root.reason = "untagged; its digest is protected (`protect.digests`)"
+            continue
+        if subject is not None and subject != digest:
+            holder = ctx.holder(subject, repo.name)
+            if holder is not None:
+                root.reason = (
+                    f"referrer of {_short(subject)} in repository {holder}: kept while its "
+                    "subject exists"
+                )
+                continue
+            if not ctx.complete:
+                root.reason = (
+                    f"referrer of {_short(subject)}, which is not in the inventory: it covers "
+                    "only part of the registry, so the subject may exist elsewhere"
+                )
+                continue
+        if not untagged_rules:
+            root.unselected = True
+            continue  # the closure reason says it: untagged, no rule selects it
+        root.rule = untagged_rules[0]  # the first untagged rule selecting the repository owns it
+    return out
+
+
+def _rank_untagged(
+    roots: dict[str, _Untagged],
+    images: dict[str, Image],
+    ctx: _Context,
+    former: dict[str, list[tuple[str, datetime]]],
+) -> set[str]:
+    """Decide the owned untagged manifests, rule by rule, by `created` (newest first, ties by
+    digest); returns the digests of unknown age that a rule with an age condition owns.
+
+    One pushed within IN_FLIGHT of the inventory, or at an unknown time, is kept and takes no
+    place in `last` (docs/decisions.md, "Untagged manifests").
+    """
+    policy = ctx.policy
+    by_rule: dict[int, list[str]] = defaultdict(list)
+    unknown_digests: set[str] = set()
+    for digest, root in roots.items():
+        if root.rule is None:
+            continue
+        rule = policy.rules[root.rule]
+        pushed = images[digest].pushed_at
+        head = f"untagged{_was(former.get(digest, ()))}, rule `{rule.name}`"
+        if pushed is None:
+            root.reason = f"{head}: push time unknown, kept (a push may be in flight)"
+        elif (since := ctx.taken_at - _aware(pushed)) < IN_FLIGHT:
+            root.reason = (
+                f"{head}: pushed {age_words(max(since, timedelta(0)))} before the inventory "
+                "was taken, kept (a push may be in flight for an hour)"
+            )
+        else:
+            by_rule[root.rule].append(digest)
+    for ri, digests in by_rule.items():
+        rule = policy.rules[ri]
+        known: list[tuple[int, str]] = []
+        unknown: list[str] = []
+        for d in sorted(digests):
+            created = dated(images[d].created, ctx.now)  # a future date is an unknown age
+            if created is None:
+                unknown.append(d)
+            else:
+                known.append((-((created - _EPOCH) // _MICRO), d))
+        known.sort()
+        if not rule.keep.all:
+            unknown_digests.update(unknown)
+        ranked = [d for _, d in known]
+        verdicts: dict[str, tuple[bool, int | None, str]] = {}
+        if ctx.oldest:
+            ranked.extend(unknown)
+        else:
+            for d in unknown:
+                verdicts[d] = _unknown_kept(rule, images[d], ctx.now)
+        for place, d in enumerate(ranked, 1):
+            verdicts[d] = _rank_verdict(rule, images[d], place, ctx.now)
+        for d, (keep, rank, reason) in verdicts.items():
+            root = roots[d]
+            root.rank, root.delete = rank, not keep
+            root.reason = f"untagged{_was(former.get(d, ()))}, rule `{rule.name}`: {reason}"
+    return unknown_digests
+
+
+def _former_tags(history: Iterable[TagEvent]) -> dict[str, list[tuple[str, datetime]]]:
+    """digest -> [(tag, until)]: the tags a manifest carried, each until its next event."""
+    by_tag: dict[str, list[TagEvent]] = defaultdict(list)
+    for event in history:
+        by_tag[event.tag].append(event)
+    out: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
+    for tag in sorted(by_tag):
+        events = sorted(by_tag[tag], key=lambda e: (e.at, e.digest))
+        for event, following in itertools.pairwise(events):
+            if following.digest != event.digest:
+                out[event.digest].append((tag, following.at))
+    return out
+
+
+def _was(former: Iterable[tuple[str, datetime]]) -> str:
+    """` (was `latest` until 2026-11-30, `main` until 2026-11-28)`, or ""."""
+    parts = [f"`{tag}` until {_aware(until).date().isoformat()}" for tag, until in former]
+    return f" (was {', '.join(parts)})" if parts else ""
 
 
 def _graph(images: dict[str, Image]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -640,15 +916,15 @@ def _joined(reasons: dict[str, list[str]]) -> str:
 # --- plan-wide figures --------------------------------------------------------------------------
 
 
-def _reclaimable(repositories: Iterable[Repository], deletions: list[Entry]) -> int:
+def _reclaimable(repositories: Iterable[Repository], deletions: Iterable[tuple[str, str]]) -> int:
     """Bytes garbage collection frees: each blob once, only if no kept manifest anywhere uses it.
 
     Blob data is shared by every repository of the registry (GC marks per repository but sweeps
     the global store), so a layer still used by a kept image in another repository is not freed.
     """
     deleted: dict[str, set[str]] = defaultdict(set)
-    for e in deletions:
-        deleted[e.repository].add(e.digest)
+    for repository, digest in deletions:
+        deleted[repository].add(digest)
     in_use: set[str] = set()
     freed: dict[str, int] = {}
     for repo in repositories:
@@ -681,11 +957,22 @@ def _warnings(
         if inventory.complete
         else {i for r in inventory.repositories for i in ctx.rules_for(r.name)}
     )
+    api = inventory.source == "api"
     out = [
-        f"rule `{rule.name}` owns no tag in the inventory"
+        f"rule `{rule.name}` owns no "
+        f"{'untagged manifest' if rule.match.untagged else 'tag'} in the inventory"
         for i, rule in enumerate(policy.rules)
-        if i not in owning and i in in_scope
+        if i not in owning and i in in_scope and not (api and rule.match.untagged)
     ]
+    blind = [f"`{rule.name}`" for rule in policy.rules if api and rule.match.untagged]
+    if blind:
+        # said once, whatever the number of untagged rules (docs/policy.md, "Untagged manifests")
+        out.append(
+            f"untagged {'rule' if len(blind) == 1 else 'rules'} {', '.join(blind)} "
+            "select nothing: the inventory comes from the registry API, which lists tags only; "
+            "set registry.storage.filesystem (and leave out --inventory-source api) to see "
+            "untagged manifests"
+        )
     if unmatched:
         names = ", ".join(unmatched[:_NAMES_IN_WARNING])
         more = len(unmatched) - _NAMES_IN_WARNING

@@ -22,6 +22,7 @@ from retention.model import Blob, Image, Inventory, Kind, Repository, Tag, outsi
 from retention.oci import (
     CREATED_ANNOTATION,
     IMAGE_CONFIG_TYPES,
+    Descriptor,
     ImageConfig,
     Manifest,
     cosign_subject,
@@ -237,58 +238,116 @@ class _Walker:
 
     def image(self, repository: str, manifest: Manifest, tags: Iterable[str]) -> list[Image]:
         """The Image for `manifest`, and for an index also one per platform manifest."""
-        if manifest.is_index:
-            return self._index(repository, manifest)
-        return [self._single(repository, manifest, tags=tags, platform=None)]
-
-    def _single(
-        self, repository: str, manifest: Manifest, *, tags: Iterable[str], platform: str | None
-    ) -> Image:
-        config = self.config(repository, manifest)
-        created_raw = config.created if config else None
-        created = _created(manifest, config)
-        blobs = tuple(
-            Blob(d.digest, d.size) for d in ((manifest.config,) if manifest.config else ())
-        ) + tuple(Blob(d.digest, d.size) for d in manifest.layers)
-        tag_list = list(tags)
-        artifact = (
-            manifest.subject is not None
-            or manifest.artifact_type is not None
-            or (
-                manifest.config is not None and manifest.config.media_type not in IMAGE_CONFIG_TYPES
-            )
-            or (bool(tag_list) and all(cosign_subject(t) for t in tag_list))
-        )
-        return Image(
-            digest=manifest.digest,
-            media_type=manifest.media_type,
-            kind=Kind.ARTIFACT if artifact else Kind.IMAGE,
-            manifest_size=manifest.size,
-            size=manifest.size + sum(b.size for b in blobs),
-            created=created,
-            created_raw=created_raw,
-            config_digest=manifest.config.digest if manifest.config else None,
-            blobs=blobs,
-            platform=platform,
-            subject=manifest.subject.digest if manifest.subject else None,
-            artifact_type=manifest.artifact_type,
+        return build_images(
+            repository,
+            manifest,
+            tags,
+            child=lambda digest: self.child(repository, digest),
+            config=lambda m: self.config(repository, m),
+            warn=self._warn,
+            memo=self.indexes.get,
         )
 
-    def _index(self, repository: str, manifest: Manifest) -> list[Image]:
-        """The index, then its platform manifests, then (nested indexes) theirs, recursively;
-        each digest once."""
-        images, _ = self._index_tree(repository, manifest)
+
+def _descriptor_size(desc: Descriptor) -> int:
+    return desc.size
+
+
+# (key, walk) -> the walk's outcome, computed once per key: the images an index stands for and
+# the height of the index tree below it (1: no nested index). `_SingleFlight.get` is one.
+IndexMemo = Callable[[str, Callable[[], tuple[list[Image], int]]], tuple[list[Image], int]]
+
+
+def build_images(
+    repository: str,
+    manifest: Manifest,
+    tags: Iterable[str],
+    *,
+    child: Callable[[str], Manifest | None],
+    config: Callable[[Manifest], ImageConfig | None],
+    warn: Callable[[str], None],
+    blob_size: Callable[[Descriptor], int] = _descriptor_size,
+    memo: IndexMemo | None = None,
+) -> list[Image]:
+    """The Image for `manifest`, and for an index also one per platform manifest (recursively).
+
+    The one path from manifests and configs to `Image` values, for the API walk here and the
+    storage reader (retention/storage.py): `child` gives a manifest the index lists (None when
+    the registry lacks it), `config` the parsed config of an image manifest, `blob_size` the
+    size a config or layer takes (the descriptor's from the API, `stat` from the storage).
+    `memo` walks each index once per (repository, digest), however many indexes list it; pass
+    the same one for a whole repository (a fresh one per call otherwise).
+    """
+    if manifest.is_index:
+        walk = _IndexWalk(
+            repository,
+            child,
+            config,
+            warn,
+            blob_size,
+            memo or _SingleFlight[tuple[list[Image], int]]().get,
+        )
+        images, _ = walk.tree(manifest)
         return images
+    return [image_of(manifest, config(manifest), tags=tags, platform=None, blob_size=blob_size)]
 
-    def _index_tree(self, repository: str, manifest: Manifest) -> tuple[list[Image], int]:
-        """`_index`'s images and the height of the tree, walked once per (repository, digest):
+
+def image_of(
+    manifest: Manifest,
+    config: ImageConfig | None,
+    *,
+    tags: Iterable[str],
+    platform: str | None,
+    blob_size: Callable[[Descriptor], int] = _descriptor_size,
+) -> Image:
+    """The Image of a single (non-index) manifest and its parsed config, if any."""
+    created_raw = config.created if config else None
+    created = _created(manifest, config)
+    blobs = tuple(
+        Blob(d.digest, blob_size(d)) for d in ((manifest.config,) if manifest.config else ())
+    ) + tuple(Blob(d.digest, blob_size(d)) for d in manifest.layers)
+    tag_list = list(tags)
+    artifact = (
+        manifest.subject is not None
+        or manifest.artifact_type is not None
+        or (manifest.config is not None and manifest.config.media_type not in IMAGE_CONFIG_TYPES)
+        or (bool(tag_list) and all(cosign_subject(t) for t in tag_list))
+    )
+    return Image(
+        digest=manifest.digest,
+        media_type=manifest.media_type,
+        kind=Kind.ARTIFACT if artifact else Kind.IMAGE,
+        manifest_size=manifest.size,
+        size=manifest.size + sum(b.size for b in blobs),
+        created=created,
+        created_raw=created_raw,
+        config_digest=manifest.config.digest if manifest.config else None,
+        blobs=blobs,
+        platform=platform,
+        subject=manifest.subject.digest if manifest.subject else None,
+        artifact_type=manifest.artifact_type,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _IndexWalk:
+    """An index, then its platform manifests, then (nested indexes) theirs, recursively."""
+
+    repository: str
+    child_of: Callable[[str], Manifest | None]
+    config: Callable[[Manifest], ImageConfig | None]
+    warn: Callable[[str], None]
+    blob_size: Callable[[Descriptor], int]
+    memo: IndexMemo
+
+    def tree(self, manifest: Manifest) -> tuple[list[Image], int]:
+        """The index's images and the height of the tree, walked once per (repository, digest):
         an index listed by many others (or many times by one) costs one walk, not one per path
         to it. Digests make a cycle impossible, so the recursion ends."""
-        return self.indexes.get(
-            f"{repository}@{manifest.digest}", lambda: self._walk_index(repository, manifest)
-        )
+        return self.memo(f"{self.repository}@{manifest.digest}", lambda: self._walk(manifest))
 
-    def _walk_index(self, repository: str, manifest: Manifest) -> tuple[list[Image], int]:
+    def _walk(self, manifest: Manifest) -> tuple[list[Image], int]:
+        repository = self.repository
         children: list[Image] = []
         below: dict[str, Image] = {}  # platform manifests of nested indexes, by digest
         listed: set[str] = set()
@@ -297,9 +356,9 @@ class _Walker:
             if desc.digest in listed:
                 continue  # listed twice (another platform, or hostile): one image, counted once
             listed.add(desc.digest)
-            child = self.child(repository, desc.digest)
+            child = self.child_of(desc.digest)
             if child is None:
-                self._warn(
+                self.warn(
                     f"{repository}: index {manifest.digest} lists {desc.digest}, which the "
                     "registry does not have; its size is not counted"
                 )
@@ -308,7 +367,7 @@ class _Walker:
             if child.is_index:
                 # Nested indexes are rare, but what they reference must be known: a kept one
                 # keeps its platform manifests, which another, deleted index may share.
-                (nested, *grandchildren), nested_height = self._index_tree(repository, child)
+                (nested, *grandchildren), nested_height = self.tree(child)
                 height = max(height, nested_height + 1)
                 if height > _MAX_INDEX_DEPTH:
                     raise InventoryError(
@@ -320,7 +379,15 @@ class _Walker:
                 for grandchild in grandchildren:
                     below.setdefault(grandchild.digest, grandchild)
             else:
-                children.append(self._single(repository, child, tags=(), platform=platform))
+                children.append(
+                    image_of(
+                        child,
+                        self.config(child),
+                        tags=(),
+                        platform=platform,
+                        blob_size=self.blob_size,
+                    )
+                )
         dated = [c.created for c in children if c.created is not None]
         created = max(dated) if dated else parse_created(manifest.annotation(CREATED_ANNOTATION))
         index = Image(

@@ -9,8 +9,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from retention.errors import InventoryError
 from retention.oci import format_time, is_digest, is_repository, is_tag, parse_created
@@ -52,6 +52,9 @@ class Image:
     platform: str | None = None  # "linux/amd64" for an index child, when the index says
     subject: str | None = None  # the digest an OCI 1.1 artifact refers to
     artifact_type: str | None = None
+    # When the manifest was pushed: its revision link's mtime in the storage inventory
+    # (docs/decisions.md, "Storage inventory"); None from the API, which does not say.
+    pushed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +64,23 @@ class Tag:
 
 
 @dataclass(frozen=True, slots=True)
+class TagEvent:
+    """A tag pointed at `digest` from `at` on: one entry of its history (storage inventory only,
+    `_manifests/tags/<tag>/index/`); the next event of the same tag ends it."""
+
+    tag: str
+    digest: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Repository:
     """A repository's tags and every manifest reachable from them, both sorted for determinism."""
 
     name: str
     tags: tuple[Tag, ...]
     images: tuple[Image, ...]
+    history: tuple[TagEvent, ...] = ()  # sorted by (tag, at, digest); empty from the API
     _by_digest: Mapping[str, Image] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +104,8 @@ class Inventory:
     repositories: tuple[Repository, ...]
     complete: bool = True
     warnings: tuple[str, ...] = ()  # what the walk saw and left alone, e.g. dangling tags
+    # "api": tags and what they reach; "storage": every manifest revision on disk, untagged too
+    source: Literal["api", "storage"] = "api"
 
     def __iter__(self) -> Iterator[Repository]:
         return iter(self.repositories)
@@ -105,15 +121,9 @@ class Inventory:
             "registry": self.registry,
             "taken_at": format_time(self.taken_at),
             "complete": self.complete,
+            "source": self.source,
             "warnings": list(self.warnings),
-            "repositories": [
-                {
-                    "name": r.name,
-                    "tags": {t.name: t.digest for t in r.tags},
-                    "images": [_image_json(i) for i in r.images],
-                }
-                for r in self.repositories
-            ],
+            "repositories": [_repository_json(r) for r in self.repositories],
         }
 
     @classmethod
@@ -140,8 +150,19 @@ def outside_grammar(what: str, name: str, where: str) -> str:
     return f'{where} lists {what} "{shown}", which is not a valid {what} name {_LEFT_ALONE}'
 
 
+def _repository_json(r: Repository) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": r.name,
+        "tags": {t.name: t.digest for t in r.tags},
+        "images": [_image_json(i) for i in r.images],
+    }
+    if r.history:  # storage inventories only: API inventories stay as they were
+        doc["history"] = [[e.tag, e.digest, _precise(e.at)] for e in r.history]
+    return doc
+
+
 def _image_json(i: Image) -> dict[str, Any]:
-    return {
+    doc = {
         "digest": i.digest,
         "media_type": i.media_type,
         "kind": i.kind.value,
@@ -156,6 +177,14 @@ def _image_json(i: Image) -> dict[str, Any]:
         "subject": i.subject,
         "artifact_type": i.artifact_type,
     }
+    if i.pushed_at is not None:
+        doc["pushed_at"] = _precise(i.pushed_at)
+    return doc
+
+
+def _precise(when: datetime) -> str:
+    """Link mtimes keep their microseconds: pushes a second apart must stay in order."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class _Bad(ValueError):
@@ -226,11 +255,18 @@ def _inventory_from(doc: Any) -> Inventory:
             _image_from(i, f"{where}.images[{ii}]")
             for ii, i in enumerate(_get(r, "images", where, list))
         ]
+        history = []
+        for hi, h in enumerate(_get(r, "history", where, list, default=[])):
+            at = parse_created(h[2]) if isinstance(h, list) and len(h) == 3 else None
+            if at is None or not isinstance(h[0], str) or not is_tag(h[0]):
+                raise _Bad(f"{where}.history[{hi}]: expected [tag, digest, time]")
+            history.append(TagEvent(h[0], _digest(h[1], f"{where}.history[{hi}]"), at))
         repos.append(
             Repository(
                 name=name,
                 tags=tuple(sorted(tags, key=lambda t: t.name)),
                 images=tuple(sorted(images, key=lambda i: i.digest)),
+                history=tuple(sorted(history, key=lambda e: (e.tag, e.at, e.digest))),
             )
         )
     return Inventory(
@@ -239,7 +275,16 @@ def _inventory_from(doc: Any) -> Inventory:
         repositories=tuple(sorted(repos, key=lambda r: r.name)),
         complete=_get(doc, "complete", "$", bool),
         warnings=tuple(str(w) for w in warnings),
+        source=_source(_get(doc, "source", "$", str, default="api")),
     )
+
+
+def _source(value: str) -> Literal["api", "storage"]:
+    if value == "api":
+        return "api"
+    if value == "storage":
+        return "storage"
+    raise _Bad(f"$.source: {value[:40]!r} is neither 'api' nor 'storage'")
 
 
 def _image_from(d: Any, path: str) -> Image:
@@ -270,4 +315,14 @@ def _image_from(d: Any, path: str) -> Image:
         platform=_get(d, "platform", path, str, default=None),
         subject=_opt_digest(d, "subject", path),
         artifact_type=_get(d, "artifact_type", path, str, default=None),
+        pushed_at=_time_or_none(_get(d, "pushed_at", path, str, default=None), f"{path}.pushed_at"),
     )
+
+
+def _time_or_none(text: str | None, path: str) -> datetime | None:
+    if text is None:
+        return None
+    when = parse_created(text)
+    if when is None:
+        raise _Bad(f"{path}: {text[:40]!r} is not a valid time")
+    return when

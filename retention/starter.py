@@ -196,6 +196,22 @@ class Survey:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class UntaggedSeen:
+    """What `init --storage` found: the storage root and its untagged manifests (the caller
+    counts them from a storage inventory, with `evaluate.untagged_digests`)."""
+
+    storage: str
+    manifests: int = 0
+    repositories: int = 0
+    size: int = 0  # their manifests, configs and layers, shared layers included
+
+
+UNTAGGED_RULE = "untagged"
+UNTAGGED_KEEP_LAST = 3
+UNTAGGED_KEEP_NEWER_THAN = "7d"
+
+
 def _examples(pairs: list[tuple[str, str]], limit: int = 3) -> tuple[str, ...]:
     """Up to `limit` examples, from different repositories first."""
     picked: list[tuple[str, str]] = []
@@ -324,10 +340,12 @@ def render_policy(
     password_env: str | None = None,
     written_on: str | None = None,
     filename: str | None = None,
+    untagged: UntaggedSeen | None = None,
 ) -> str:
     """The starter policy for `survey_`, as commented YAML that `retention validate` accepts.
 
     `written_on` (a date) and `filename` (where it will be saved) only appear in comments.
+    With `untagged` (init --storage) the policy reads that storage and has an untagged rule.
     """
     check_credentials(username, password_env)
     when = f" on {written_on}" if written_on else ""
@@ -360,6 +378,11 @@ def render_policy(
             '  #   username: "${REGISTRY_USER}"',
             '  #   password: "${REGISTRY_PASSWORD}"',
         ]
+    if untagged is not None:
+        out += [
+            "  storage:                     # read the registry's storage: untagged manifests too",
+            f"    filesystem: {_quoted(untagged.storage)}",
+        ]
     out += [
         '# schedule: {cron: "30 3 * * *", timezone: UTC}   # for `retention schedule`',
         "settings:",
@@ -371,6 +394,8 @@ def render_policy(
         *_protect_lines(survey_),
         "rules:                        # the first rule whose match selects a tag owns it",
     ]
+    if untagged is not None:
+        out += _untagged_lines(untagged)
     rules = 0
     for family in FAMILIES:
         seen = survey_.seen(family.key)
@@ -424,6 +449,34 @@ def _protect_lines(survey_: Survey) -> list[str]:
     return lines
 
 
+def _untagged_lines(seen: UntaggedSeen) -> list[str]:
+    found = (
+        f"{plural(seen.manifests, 'untagged manifest')} in "
+        f"{plural(seen.repositories, 'repository', 'repositories')}, "
+        f"{_size(seen.size)} with shared layers"
+        if seen.manifests
+        else "none yet"
+    )
+    return [
+        f"  # untagged manifests (earlier pushes of re-pushed tags, pushes by digest): {found}",
+        f"  # keeps the last {UNTAGGED_KEEP_LAST} per repository and those newer than "
+        f"{UNTAGGED_KEEP_NEWER_THAN}; one pushed within the hour is always kept",
+        f"  - name: {UNTAGGED_RULE}",
+        "    match: {untagged: true}",
+        f"    keep: {{last: {UNTAGGED_KEEP_LAST}, newer_than: {UNTAGGED_KEEP_NEWER_THAN}}}",
+    ]
+
+
+def _size(n: int) -> str:
+    """`512 B`, `1.5 GiB` (as plan.human_bytes, which this pure module does not import)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
 def _rule_lines(family: Family, seen: Seen) -> list[str]:
     match = f"tags: [{_yaml_pattern(family.pattern)}]"
     if family.exclude:
@@ -451,6 +504,7 @@ def starter_policy(
     password_env: str | None = None,
     written_on: str | None = None,
     filename: str | None = None,
+    untagged: UntaggedSeen | None = None,
 ) -> str:
     """`render_policy(survey(tags_by_repository), ...)`: the pure half of `retention init`."""
     return render_policy(
@@ -460,4 +514,5 @@ def starter_policy(
         password_env=password_env,
         written_on=written_on,
         filename=filename,
+        untagged=untagged,
     )

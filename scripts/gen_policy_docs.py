@@ -33,7 +33,12 @@ CHECKS = (
     "Duplicate keys in a mapping are errors (plain YAML keeps the last one silently).",
     "Rule names are unique.",
     "A rule after a rule whose match selects everything (no exclude list, and each include list "
-    "absent, empty, or holding `.*` or `.+`) can never own a tag, and is an error.",
+    "absent, empty, or holding `.*` or `.+`) can never own a tag, and is an error. Rules with "
+    "`match.untagged: true` are checked among themselves: a tag catch-all does not shadow an "
+    "untagged rule, nor an untagged catch-all a tag rule.",
+    "`match.untagged: true` beside `match.tags` or `match.exclude_tags` is an error (untagged "
+    "manifests have no tag). Without `registry.storage` it is a warning: the registry API lists "
+    "tags only, so the rule selects nothing.",
     "`keep: {last: 0}` without `newer_than` is allowed, with a warning: it deletes every image "
     "the rule owns.",
     "`schedule.cron` is a valid five-field expression (or an `@` shortcut) that fires; "
@@ -46,6 +51,45 @@ CHECKS = (
     f"Limits: a file of at most {MAX_BYTES} bytes (1 MiB), nesting at most {MAX_DEPTH} levels "
     f"deep, at most {MAX_ALIASES} aliases, and at most {MAX_VALUES} values once aliases are "
     "expanded; beyond them the file is refused with one clear error.",
+)
+
+
+# How rules treat untagged manifests (retention/evaluate.py), for readers.
+UNTAGGED = (
+    "A re-pushed `latest` or `main` leaves its earlier manifest behind, untagged; so does a push "
+    "by digest. An *untagged manifest* is a manifest of a repository that no tag points at, that "
+    "no other manifest of the repository lists (an index's platform manifests belong to the "
+    "index), and whose `subject`, if any, is not in the repository (a referrer follows its "
+    "subject). The platform manifests and referrers of an untagged manifest follow it. The "
+    "registry API lists tags only: untagged manifests are seen only by the storage inventory "
+    "(`registry.storage.filesystem`).",
+    "",
+    "- Only a rule with `match.untagged: true` selects them, and it selects nothing else. "
+    "`repositories` and `exclude_repositories` narrow it; the first untagged rule selecting a "
+    "repository owns its untagged manifests.",
+    "- `keep.last: N` keeps the N most recent untagged manifests the rule owns per repository, "
+    "by `created` (newest first, ties by digest); `newer_than` keeps the younger ones; one of "
+    "unknown age is kept and takes no place in `last` (unless `settings.unknown_age: oldest`).",
+    "- One pushed less than an hour before the inventory was taken (the wall clock of the run, "
+    "not `--as-of`), or whose push time is unknown, is always kept and takes no place in `last`: "
+    "a multi-platform push uploads its platform manifests before the index.",
+    "- `protect.digests` keeps a manifest, tagged or not, with its platform manifests and "
+    "referrers, whatever any rule says.",
+    "- Plan entries of untagged manifests have `tags: []`; the reason names the rule and, where "
+    'the tag history says so, the tag it used to carry: "untagged (was `latest` until '
+    '2026-11-30), rule `untagged`: rank 4 > 3 and 12 days old >= 7d".',
+    "- Without an untagged rule they are all kept, and a storage plan says how many there are "
+    'and what deleting them would free: "N untagged manifests (X GiB) kept: no rule selects '
+    'untagged manifests".',
+    "- `retention explain -p POLICY REPO@sha256:...` explains one; `retention inventory` lists "
+    "them, marked untagged, with their push time.",
+    "",
+    "```yaml",
+    "rules:",
+    "  - name: untagged",
+    "    match: {untagged: true}",
+    "    keep: {last: 3, newer_than: 7d}",
+    "```",
 )
 
 
@@ -158,6 +202,7 @@ def render(schema: Mapping[str, Any], example: str) -> str:
             lines.append(f"- **{name}** ({_type(schema, node)}): {node['description']}")
     lines += ["", "## Checks beyond the schema", ""]
     lines += [f"- {check}" for check in CHECKS]
+    lines += ["", "## Untagged manifests", "", *UNTAGGED]
     return "\n".join(lines) + "\n"
 
 

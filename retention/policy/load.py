@@ -1221,12 +1221,17 @@ class _Check:
         if not isinstance(rules, list):
             return
         names: dict[str, int] = {}
-        catch_all: tuple[int, str] | None = None
+        # tag rules and untagged rules select disjoint things: each kind has its own catch-all
+        catch_alls: dict[bool, tuple[int, str]] = {}
         for i, rule in enumerate(rules):
             if not isinstance(rule, dict):
                 continue
             name = rule.get("name")
             label = f"`{_short(name, 40)}`" if isinstance(name, str) else f"#{i + 1}"
+            match = rule.get("match")
+            untagged = isinstance(match, dict) and match.get("untagged") is True
+            if untagged and isinstance(match, dict):
+                self.check_untagged_rule(i, label, match)
             if isinstance(name, str):
                 if name in names:
                     first = names[name]
@@ -1239,18 +1244,21 @@ class _Check:
                     )
                 else:
                     names[name] = i
+            catch_all = catch_alls.get(untagged)
             if catch_all is not None:
                 other_index, other_label = catch_all
                 line = self.position(("rules", other_index))[0]
+                what = "an untagged manifest" if untagged else "a tag"
+                every = "every untagged manifest" if untagged else "everything"
                 self.error(
                     ("rules", i),
                     None,
-                    f"rule {label} can never own a tag: rule {other_label} (line {line}) "
-                    "before it selects everything",
+                    f"rule {label} can never own {what}: rule {other_label} (line {line}) "
+                    f"before it selects {every}",
                     f"move it above rule {other_label}, or narrow the match of rule {other_label}",
                 )
-            elif _selects_everything(rule.get("match")):
-                catch_all = (i, label)
+            elif _selects_everything(match):
+                catch_alls[untagged] = (i, label)
             keep = rule.get("keep")
             if (
                 isinstance(keep, dict)
@@ -1264,6 +1272,27 @@ class _Check:
                     f"`last: 0` without `newer_than` deletes every image rule {label} owns",
                     "that is allowed; add `newer_than` to keep recent images",
                 )
+
+    def check_untagged_rule(self, i: int, label: str, match: Mapping[str, Any]) -> None:
+        for key in ("tags", "exclude_tags"):
+            if key in match:
+                self.error(
+                    ("rules", i, "match", key),
+                    None,
+                    f"rule {label} selects untagged manifests (`untagged: true`): `{key}` "
+                    "cannot narrow it, untagged manifests have no tag",
+                    f"remove `{key}`, or write a separate rule for tags",
+                )
+        registry = self.data.get("registry") if isinstance(self.data, dict) else None
+        if isinstance(registry, dict) and "storage" not in registry:
+            self.warning(
+                ("rules", i, "match", "untagged"),
+                None,
+                f"rule {label} selects nothing unless `registry.storage` is set: the registry "
+                "API lists tags only, and untagged manifests are seen in the storage",
+                "set `registry.storage.filesystem` to the registry's storage root "
+                "(see docs/policy.md)",
+            )
 
     # -- building ----------------------------------------------------------------------------
 
@@ -1281,9 +1310,11 @@ class _Check:
                 url=registry["url"],
                 auth=Auth(auth["username"], auth["password"]) if auth else None,
                 tls=Tls(verify=tls.get("verify", True), ca_file=tls.get("ca_file")),
+                storage_path=registry.get("storage", {}).get("filesystem"),
             ),
             rules=tuple(self.build_rule(i, rule) for i, rule in enumerate(data["rules"])),
             protect_tags=self.pattern_tuple(("protect", "tags")),
+            protect_digests=frozenset(data.get("protect", {}).get("digests", ())),
             settings=Settings(
                 concurrency=settings.get("concurrency", 8),
                 max_deletions=(
@@ -1334,6 +1365,7 @@ class _Check:
             exclude_repositories=self.pattern_tuple((*base, "exclude_repositories")),
             tags=self.pattern_tuple((*base, "tags")),
             exclude_tags=self.pattern_tuple((*base, "exclude_tags")),
+            untagged=rule["match"].get("untagged", False) is True,
         )
         return Rule(
             name=rule["name"],
@@ -1348,6 +1380,8 @@ def _selects_everything(match: Any) -> bool:
     empty, or holds a pattern that matches any name (`.*`, `.+`)."""
     if not isinstance(match, dict):
         return False
+    if match.get("untagged") is True:  # tags/exclude_tags are an error there: repositories only
+        match = {k: v for k, v in match.items() if k not in ("tags", "exclude_tags")}
     if match.get("exclude_repositories") or match.get("exclude_tags"):
         return False
     for key in ("repositories", "tags"):

@@ -39,6 +39,8 @@ class Match:
     exclude_repositories: tuple[Pattern, ...] = ()
     tags: tuple[Pattern, ...] = ()
     exclude_tags: tuple[Pattern, ...] = ()
+    # `untagged: true`: the rule selects untagged manifests only, never a tag
+    untagged: bool = False
 
     def selects_repository(self, name: str) -> bool:
         if self.repositories and not _any(self.repositories, name):
@@ -46,13 +48,16 @@ class Match:
         return not _any(self.exclude_repositories, name)
 
     def selects_tag(self, name: str) -> bool:
+        if self.untagged:
+            return False
         if self.tags and not _any(self.tags, name):
             return False
         return not _any(self.exclude_tags, name)
 
     @property
     def selects_everything(self) -> bool:
-        """True when no include list narrows and no exclude list is set (a catch-all rule)."""
+        """True when no include list narrows and no exclude list is set (a catch-all rule, of tags
+        or, with `untagged`, of untagged manifests)."""
         return not (
             self.repositories or self.exclude_repositories or self.tags or self.exclude_tags
         )
@@ -138,6 +143,8 @@ class RegistryConfig:
     url: str
     auth: Auth | None = None
     tls: Tls = Tls()
+    # `registry.storage.filesystem`: the storage root the storage inventory reads (None: the API)
+    storage_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +168,7 @@ class Policy:
     registry: RegistryConfig
     rules: tuple[Rule, ...]
     protect_tags: tuple[Pattern, ...] = ()
+    protect_digests: frozenset[str] = frozenset()
     settings: Settings = Settings()
     schedule: Schedule | None = None
     gc: Gc | None = None
@@ -170,3 +178,7 @@ class Policy:
 
     def is_protected(self, tag: str) -> bool:
         return _any(self.protect_tags, tag)
+
+    @property
+    def has_untagged_rule(self) -> bool:
+        return any(rule.match.untagged for rule in self.rules)

@@ -108,11 +108,11 @@ def test_as_of_ten_days_later_main_4_is_past_newer_than(
         ("{prefix}/absent", "error: repository '{prefix}/absent' is not in the inventory of"),
         (
             "{prefix}/web@sha256:" + "0" * 64,
-            "error: '{prefix}/web@sha256:" + "0" * 64 + "': explain takes REPO or REPO:TAG, not "
-            "a digest reference",
+            "error: manifest sha256:" + "0" * 64 + " is not in repository '{prefix}/web'",
         ),
+        ("{prefix}/web@sha256:abc", "error: 'sha256:abc': not a digest"),
     ],
-    ids=["unknown-tag", "unknown-repository", "digest-reference"],
+    ids=["unknown-tag", "unknown-repository", "unknown-digest", "malformed-digest"],
 )
 def test_an_unknown_name_is_an_error_not_a_traceback(
     scene: Scene, capsys: pytest.CaptureFixture[str], target: str, message: str

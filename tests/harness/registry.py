@@ -528,6 +528,19 @@ class RegistryProcess:
                     total += os.lstat(os.path.join(folder, name)).st_size
         return total
 
+    def blob_bytes(self) -> int:
+        """Bytes of blob data (layers, configs, manifests) under the storage root: what a plan's
+        `bytes_reclaimable` counts. Link files (71 bytes each) are left out: distribution 3.x's
+        garbage collection also removes links that 2.8 leaves, which is not blob data."""
+        blobs = self.storage_dir / "docker" / "registry" / "v2" / "blobs"
+        total = 0
+        for folder, _dirs, files in os.walk(blobs):
+            for name in files:
+                if name == "data":
+                    with contextlib.suppress(FileNotFoundError):
+                        total += os.lstat(os.path.join(folder, name)).st_size
+        return total
+
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")

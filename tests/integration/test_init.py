@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -157,3 +158,60 @@ def test_init_without_credentials_on_an_auth_registry_says_how_to_log_in(
     assert "401" in err
     assert "hint:" in err
     assert not (tmp_path / "p.yaml").exists()
+
+
+def _age_revisions(storage: Path, days: float) -> None:
+    """Make every manifest revision look pushed `days` ago (the link's mtime is the push time):
+    what waiting would do, without waiting."""
+    when = (NOW - timedelta(days=days)).timestamp()
+    for link in (storage / "docker/registry/v2/repositories").glob(
+        "**/_manifests/revisions/sha256/*/link"
+    ):
+        os.utime(link, (when, when))
+
+
+def test_init_with_storage_proposes_an_untagged_rule_with_its_counts(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `latest` pushed 6 times: 5 earlier versions are left untagged, 10..30 days old
+    pushed = [
+        fresh_pusher.push_image("apps/web", "latest", created=NOW - timedelta(days=days))
+        for days in (30, 25, 20, 15, 10, 1)
+    ]
+    fresh_pusher.push_image("apps/web", "v1.0.0", created=NOW - timedelta(days=40))
+    policy = tmp_path / "policy.yaml"
+    storage = str(fresh_registry.storage_dir)
+    argv = ["init", "--registry", fresh_registry.url, "--storage", storage, "-o", str(policy)]
+    assert main(argv) == 0
+    text = policy.read_text(encoding="utf-8")
+    assert f"    filesystem: {json.dumps(storage)}" in text
+    assert (
+        "untagged manifests (earlier pushes of re-pushed tags, pushes by digest): 5 untagged "
+        "manifests in 1 repository" in text
+    )
+    assert "    match: {untagged: true}\n    keep: {last: 3, newer_than: 7d}" in text
+    assert "found 5 untagged manifests in 1 repositories" in capsys.readouterr().err
+    assert main(["validate", str(policy)]) == 0
+
+    plan_file = tmp_path / "plan.json"
+    plan_argv = ["plan", "-p", str(policy), "-o", str(plan_file), "--format", "json"]
+    # just pushed: every untagged manifest is within the in-flight hour, and kept
+    assert main(plan_argv) == 0
+    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    assert plan["inventory_source"] == "storage"
+    assert [e for e in plan["deletions"] if not e["tags"]] == []
+    young = [e for e in plan["kept"] if e["digest"] == pushed[0].digest]
+    assert "before the inventory was taken, kept" in young[0]["reason"]
+
+    # a day later (push times aged on disk): keep 3, so the 2 oldest earlier `latest` go
+    _age_revisions(fresh_registry.storage_dir, 1)
+    assert main(plan_argv) == 0
+    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    gone = {e["digest"]: e for e in plan["deletions"] if not e["tags"]}
+    assert set(gone) == {pushed[0].digest, pushed[1].digest}
+    for entry in gone.values():
+        assert entry["rule"] == "untagged"
+        assert "untagged (was `latest` until " in entry["reason"]

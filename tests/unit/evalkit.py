@@ -9,11 +9,12 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import re2
 
 from retention import oci
-from retention.model import Blob, Image, Inventory, Kind, Repository, Tag
+from retention.model import Blob, Image, Inventory, Kind, Repository, Tag, TagEvent
 from retention.policy.model import (
     Keep,
     Match,
@@ -64,6 +65,7 @@ def image(
     manifest_size: int = 500,
     created_raw: str | None = None,
     media_type: str | None = None,
+    pushed_at: datetime | None = None,
 ) -> Image:
     blob_values = tuple(Blob(D(b), size) for b, size in blobs)
     kids = tuple(D(c) for c in children)
@@ -82,6 +84,7 @@ def image(
         children=kids,
         platform=platform,
         subject=D(subject) if subject is not None else None,
+        pushed_at=pushed_at,
     )
 
 
@@ -91,21 +94,34 @@ def index(name: str, created: datetime | None, children: Iterable[str], size: in
     return replace(made, size=made.size + size)
 
 
-def repo(name: str, tags: Mapping[str, str], images: Iterable[Image]) -> Repository:
-    """`tags` maps a tag name to the image name it points at."""
+def repo(
+    name: str,
+    tags: Mapping[str, str],
+    images: Iterable[Image],
+    history: Iterable[tuple[str, str, datetime]] = (),
+) -> Repository:
+    """`tags` maps a tag name to the image name it points at; `history` is (tag, image, at)."""
+    events = (TagEvent(t, D(i), at) for t, i, at in history)
     return Repository(
         name=name,
         tags=tuple(sorted((Tag(t, D(i)) for t, i in tags.items()), key=lambda t: t.name)),
         images=tuple(sorted(images, key=lambda i: i.digest)),
+        history=tuple(sorted(events, key=lambda e: (e.tag, e.at, e.digest))),
     )
 
 
-def inventory(*repos: Repository, complete: bool = True) -> Inventory:
+def inventory(
+    *repos: Repository,
+    complete: bool = True,
+    source: Literal["api", "storage"] = "api",
+    taken_at: datetime = NOW,
+) -> Inventory:
     return Inventory(
         registry=REGISTRY,
-        taken_at=NOW,
+        taken_at=taken_at,
         repositories=tuple(sorted(repos, key=lambda r: r.name)),
         complete=complete,
+        source=source,
     )
 
 
@@ -119,6 +135,7 @@ def rule(
     last: int | None = None,
     newer_than: str | None = None,
     keep_all: bool = False,
+    untagged: bool = False,
 ) -> Rule:
     delta = _duration(newer_than) if newer_than is not None else None
     return Rule(
@@ -128,6 +145,7 @@ def rule(
             exclude_repositories=tuple(pat(p) for p in exclude_repos),
             tags=tuple(pat(p) for p in tags),
             exclude_tags=tuple(pat(p) for p in exclude_tags),
+            untagged=untagged,
         ),
         keep=Keep(all=keep_all, last=last, newer_than=delta, newer_than_text=newer_than),
     )
@@ -138,11 +156,13 @@ def policy(
     protect: Iterable[str] = (),
     unknown_age: UnknownAge = "keep",
     max_deletions: MaxDeletions | None = None,
+    protect_digests: Iterable[str] = (),
 ) -> Policy:
     return Policy(
         registry=RegistryConfig(url=REGISTRY),
         rules=rules,
         protect_tags=tuple(pat(p) for p in protect),
+        protect_digests=frozenset(D(n) for n in protect_digests),
         settings=Settings(
             unknown_age=unknown_age, max_deletions=max_deletions or MaxDeletions(count=500)
         ),

@@ -5,6 +5,7 @@ even with kept tags trusted (DESIGN §6 invariant 2). In-memory stand-in: orderi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -133,4 +134,60 @@ def test_a_platform_manifest_whose_index_is_gone_without_a_trace_is_stale(tmp_pa
         "stale",
         f"its index {idx} is gone and could not be checked",
     )
+    assert fake.count("DELETE") == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "owned", "applied"),
+    [
+        ("storage", True, True),
+        ("storage", False, False),
+        ("api", True, False),
+        ("api", False, False),
+    ],
+    ids=[
+        "storage-plan-owned-by-an-untagged-rule-now-is-deleted",
+        "storage-plan-owned-by-no-rule-now-is-refused",
+        "api-plan-is-refused-whatever-the-policy-says",
+        "api-plan-owned-by-no-rule-is-refused",
+    ],
+)
+def test_an_untagged_manifest_alone_is_applied_only_from_a_storage_plan_a_rule_owns(
+    tmp_path: Path, source: str, owned: bool, applied: bool
+) -> None:
+    fake = OrderFake()
+    old = image_raw("old-latest")
+    fake.add("app", old)  # untagged: `latest` moved on
+    new = image_raw("new-latest")
+    fake.add("app", new, "latest")
+    key = ("app", oci.sha256_digest(old))
+    plan = make_plan([entry("app", old)], [entry("app", new, tags=["latest"])])
+    plan = replace(plan, inventory_source=source)
+    with Journal(tmp_path / "j", registry=fake.url).open(
+        plan_sha256="ab" * 32, policy_path="p"
+    ) as journal:
+        if applied:
+            report = apply_plan(plan, fake, journal, policy_untagged={key} if owned else set())
+            assert report.complete and fake.deleted == [key]
+        else:
+            with pytest.raises(ApplyRefused, match="no tags, no index and no subject"):
+                apply_plan(plan, fake, journal, policy_untagged={key} if owned else set())
+            assert fake.count("DELETE") == 0
+
+
+def test_an_untagged_manifest_the_policy_keeps_now_is_skipped_as_kept(tmp_path: Path) -> None:
+    fake = OrderFake()
+    old = image_raw("old-latest")
+    fake.add("app", old)
+    key = ("app", oci.sha256_digest(old))
+    plan = replace(make_plan([entry("app", old)]), inventory_source="storage")
+    with Journal(tmp_path / "j", registry=fake.url).open(
+        plan_sha256="ab" * 32, policy_path="p"
+    ) as journal:
+        report = apply_plan(
+            plan, fake, journal, policy_untagged={key}, policy_keeps={key: "rank 1 <= 1"}
+        )
+    assert [(o.kind, o.reason) for o in report.outcomes] == [
+        ("kept", "the policy keeps it now: rank 1 <= 1")
+    ]
     assert fake.count("DELETE") == 0

@@ -42,6 +42,10 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
         {"registry", "registry.client", "cache", "model", "oci", "errors", "policy.model"},
         set(),
     ),
+    "storage": (
+        {"inventory", "model", "oci", "errors", "registry", "registry.client", "text"},
+        set(),
+    ),
     "evaluate": ({"policy.model", "model", "oci", "plan", "errors", "text"}, set()),
     "plan": ({"model", "oci", "errors", "text"}, {"jsonschema"}),
     "apply": (
