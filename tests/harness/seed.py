@@ -290,8 +290,19 @@ def _blob_ok(session: requests.Session, base_url: str, repo: str, desc: Mapping[
 
 
 def _pull(
-    session: requests.Session, base_url: str, repo: str, ref: str, expect_size: int | None
+    session: requests.Session,
+    base_url: str,
+    repo: str,
+    ref: str,
+    expect_size: int | None,
+    seen: set[tuple[str, int | None]] | None = None,
 ) -> bool:
+    # each (digest, size) is checked once: an index that lists a child many times (or nested
+    # indexes that do, tests/integration/test_inventory_graph.py) is not walked once per path
+    seen = set() if seen is None else seen
+    if (ref, expect_size) in seen:
+        return True
+    seen.add((ref, expect_size))
     resp = session.get(
         f"{base_url}/v2/{repo}/manifests/{ref}",
         headers={"Accept": MANIFEST_ACCEPT},
@@ -311,7 +322,7 @@ def _pull(
     media_type = doc.get("mediaType") or resp.headers.get("Content-Type", "")
     if media_type in INDEX_TYPES:
         return all(
-            _pull(session, base_url, repo, str(child["digest"]), child.get("size"))
+            _pull(session, base_url, repo, str(child["digest"]), child.get("size"), seen)
             for child in doc.get("manifests", [])
         )
     blobs = [doc["config"], *doc.get("layers", [])]
