@@ -118,6 +118,25 @@ def _entries(plan: Plan, which: str) -> dict[tuple[str, str], str]:
     }
 
 
+ATTACHMENT = "subject of kept attachment "
+
+
+def _same_but_the_attachment_named(
+    api: str, storage: str | None, visible: set[tuple[str, str]], repo: str
+) -> None:
+    """The one known difference (left open): a subject kept by its attachments names the first
+    kept one by digest, and that may be a referrer only the storage sees. Same decision, same
+    fields; the reason names another attachment."""
+    assert storage is not None
+    a, s = json.loads(api), json.loads(storage)
+    assert {k: v for k, v in a.items() if k != "reason"} == {
+        k: v for k, v in s.items() if k != "reason"
+    }
+    assert a["reason"].startswith(ATTACHMENT) and s["reason"].startswith(ATTACHMENT), (a, s)
+    named = s["reason"].removeprefix(ATTACHMENT)
+    assert not any(d.startswith(named) for r, d in visible if r == repo), (a, s)
+
+
 @COMMON
 @given(registries(with_extras=False), policies(), st.data())
 def test_with_nothing_untagged_the_plans_are_the_same_bytes_but_inventory_source(
@@ -144,7 +163,8 @@ def test_storage_only_adds_untagged_entries_and_keeps_every_api_entry_byte_for_b
     for which in ("deletions", "kept"):
         a, s = _entries(from_api, which), _entries(from_storage, which)
         for key, text in a.items():
-            assert s.get(key) == text, (which, key)
+            if s.get(key) != text:
+                _same_but_the_attachment_named(text, s.get(key), visible, key[0])
         for key in set(s) - set(a):
             assert key not in visible, (which, key)  # decided the other way: not an addition
             assert json.loads(s[key])["tags"] == [], (which, key)
