@@ -100,8 +100,11 @@ def timed(
 
 
 def without_source(text: str) -> str:
+    """The plan without `inventory_source`, and without `generated_at`: the wall clock when each
+    inventory was taken (the policy is evaluated at the same `--as-of` in both)."""
     doc = json.loads(text)
     doc.pop("inventory_source", None)
+    doc.pop("generated_at", None)
     return json.dumps(doc, sort_keys=True)
 
 
