@@ -44,6 +44,22 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Untag:
+    """A tag the plan removes alone, leaving its image (docs/decisions.md "Untag").
+
+    `digest` is the image the tag pointed at when planned, or None for a dangling tag (listed,
+    its manifest gone). `rule` is the rule that dooms the tag (None for a dangling tag that no
+    rule selects).
+    """
+
+    repository: str
+    tag: str
+    digest: str | None
+    rule: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     repositories: int
     tags: int
@@ -51,6 +67,7 @@ class Summary:
     tags_deleted: int
     images_deleted: int
     bytes_reclaimable: int
+    tags_untagged: int = 0
     # False when the inventory covered part of the registry: bytes are then an upper bound
     complete: bool = True
 
@@ -72,6 +89,11 @@ class Plan:
     # the `now` the policy was evaluated at (`plan --as-of`); None: `generated_at`
     evaluated_at: datetime | None = None
     inventory_source: str = "api"  # where the inventory came from: "api" (or "storage")
+    # sorted by (repository, tag); only with `settings.untag: true`
+    untags: tuple[Untag, ...] = ()
+    # how apply removes a tag, per repository with untags: "delete-tag" (the registry deletes
+    # tags by name) or "throw-away" (push a throw-away manifest to the tag, delete it by digest)
+    untag_methods: tuple[tuple[str, str], ...] = ()
 
     @property
     def as_of(self) -> datetime:
