@@ -3,6 +3,7 @@
 Imports nothing of ours. Each error carries context fields and renders a human `diagnostics()`.
 
     RetentionError
+    ├── UsageError           a command line that cannot run as given (flags, arguments, files)
     ├── PolicyError          invalid policy file(s): a list of located Diagnostic
     ├── RegistryError        the registry answered something we cannot use
     │   ├── AuthError            401/403, bad credentials, token flow failures
@@ -60,6 +61,11 @@ class RetentionError(Exception):
         if self.hint:
             return f"{self.message}\nhint: {self.hint}"
         return self.message
+
+
+class UsageError(RetentionError):
+    """The command line cannot run as given: a bad flag value, a missing argument, an output file
+    that is in the way. Exits 1 like every other error (`plan --detailed-exitcode` keeps 2)."""
 
 
 class PolicyError(RetentionError):

@@ -15,6 +15,7 @@ import pytest
 
 from retention import cli
 from retention import plan as plan_mod
+from retention.cli import console
 from retention.oci import format_time
 from retention.schedule import acquire_lock, lock_path_for
 from tests.harness.registry import RegistryProcess
@@ -63,7 +64,7 @@ def test_on_a_terminal_apply_asks_first(
     code: int,
 ) -> None:
     plan_file, _, old = _setup(registry, pusher, repo_prefix, tmp_path)
-    monkeypatch.setattr(cli, "_stdin_is_tty", lambda: True)
+    monkeypatch.setattr(console, "stdin_is_tty", lambda: True)
     monkeypatch.setattr(sys, "stdin", io.StringIO(answer))
 
     assert cli.main(["apply", str(plan_file), "--journal", str(tmp_path / "j")]) == code

@@ -210,7 +210,8 @@ def test_the_indexed_job_manifest_runs_one_shard_per_pod(
 ) -> None:
     import yaml
 
-    from retention.cli import _parser, _shard
+    from retention.cli.options import shard_of as _shard
+    from retention.cli.parser import make_parser as _parser
 
     manifest = Path(__file__).resolve().parents[2] / "deploy" / "k8s-indexed-job.yaml"
     (cron,) = [d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] == "CronJob"]

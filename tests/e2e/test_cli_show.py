@@ -14,6 +14,7 @@ import pytest
 
 from retention import cli
 from retention import plan as plan_mod
+from retention.cli import console
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pusher
 from tests.support.applykit import load, make_plan, write_policy
@@ -114,7 +115,7 @@ def test_on_a_terminal_apply_shows_the_plan_summary_before_asking(
     plan = make_plan(load(policy_path), repo_prefix)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(plan_mod.to_json(replace(plan, policy_path=str(policy_path))))
-    monkeypatch.setattr(cli, "_stdin_is_tty", lambda: True)
+    monkeypatch.setattr(console, "stdin_is_tty", lambda: True)
     monkeypatch.setattr(sys, "stdin", io.StringIO("no\n"))
 
     assert cli.main(["apply", str(plan_file), "--journal", str(tmp_path / "j")]) == 1

@@ -513,7 +513,7 @@ def test_the_deploy_commands_parse_with_the_real_parser() -> None:
 
     import yaml
 
-    from retention.cli import _parser
+    from retention.cli.parser import make_parser as _parser
 
     for doc in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / "cronjob.yaml").read_text()):
         if doc and doc["kind"] == "CronJob":

@@ -64,6 +64,11 @@ ALLOWED: dict[str, tuple[set[str], set[str]]] = {
     "starter": ({"errors", "text"}, set()),
     "markdown": ({"plan", "oci", "text"}, set()),
     "progress": (set(), set()),
+    "workflow": (
+        {"apply", "cache", "errors", "evaluate", "gc", "inventory", "journal", "model", "oci"}
+        | {"plan", "policy.model", "registry.client", "runlog", "schedule", "state", "storage"},
+        set(),
+    ),
 }
 PURE = {
     "registry.urls",
@@ -148,7 +153,7 @@ def test_module_imports_only_what_the_table_allows(module: str) -> None:
 
 def test_nothing_imports_the_cli() -> None:
     for module in _modules():
-        if module in ("cli", "__main__"):
+        if module in ("cli", "__main__") or module.startswith("cli."):
             continue
         ours, _, _ = _imports(_path(module))
         assert "cli" not in ours, f"{module} imports retention.cli"
@@ -156,5 +161,7 @@ def test_nothing_imports_the_cli() -> None:
 
 def test_every_module_is_in_the_table() -> None:
     exempt = {"", "cli", "__main__", "policy", "registry"}
-    missing = [m for m in _modules() if m not in ALLOWED and m not in exempt]
+    missing = [
+        m for m in _modules() if m not in ALLOWED and m not in exempt and not m.startswith("cli.")
+    ]
     assert not missing, f"add these modules to the table in STYLE.md and here: {missing}"

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from retention.cli import _parser, main
+from retention.cli import main
+from retention.cli.parser import make_parser
 
 
 def _subcommands() -> list[str]:
-    parser = _parser()
+    parser = make_parser()
     found: list[str] = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):

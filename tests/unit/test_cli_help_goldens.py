@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from retention.cli import _parser, main
+from retention.cli import main
+from retention.cli.parser import make_parser
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "help"
 
@@ -20,7 +21,7 @@ GOLDEN = Path(__file__).resolve().parents[1] / "data" / "help"
 def _subcommands() -> list[str]:
     return sorted(
         name
-        for action in _parser()._actions
+        for action in make_parser()._actions
         if isinstance(action, argparse._SubParsersAction)
         for name in action.choices
     )

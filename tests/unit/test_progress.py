@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from retention.cli import _Progress
+from retention.cli.console import ProgressDisplay
 from retention.progress import Meter, Update, event, format_duration, format_rate, line
 
 
@@ -106,7 +106,7 @@ def test_an_unchanged_count_is_not_redrawn() -> None:
 def test_the_terminal_sink_redraws_one_line_per_phase() -> None:
     clock = Clock()
     out = io.StringIO()
-    sink = _Progress("tty", stream=out, clock=clock)
+    sink = ProgressDisplay("tty", stream=out, clock=clock)
     clock.now += 1
     sink("repositories", 2, 2)
     for i in range(0, 11):
@@ -121,7 +121,7 @@ def test_the_terminal_sink_redraws_one_line_per_phase() -> None:
 
 def test_close_ends_an_unfinished_line() -> None:
     out = io.StringIO()
-    sink = _Progress("tty", stream=out, clock=Clock())
+    sink = ProgressDisplay("tty", stream=out, clock=Clock())
     sink("tags", 1, 10)
     sink.close()
     sink.close()
@@ -131,7 +131,7 @@ def test_close_ends_an_unfinished_line() -> None:
 def test_json_events_are_periodic() -> None:
     clock = Clock()
     out = io.StringIO()
-    sink = _Progress("json", stream=out, clock=clock)
+    sink = ProgressDisplay("json", stream=out, clock=clock)
     for i in range(0, 13):
         clock.now += 0.25
         sink("images", i, 12)
@@ -147,7 +147,7 @@ def test_json_events_are_periodic() -> None:
 
 def test_off_writes_nothing() -> None:
     out = io.StringIO()
-    sink = _Progress("off", stream=out, clock=Clock())
+    sink = ProgressDisplay("off", stream=out, clock=Clock())
     sink("tags", 1, 1)
     sink.close()
     assert out.getvalue() == ""

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retention import cli
+from retention.cli.console import TextFormatter
+from retention.cli.render import explanation_text, inventory_csv, inventory_text
 from retention.evaluate import TagVerdict
 from retention.model import Inventory, Repository, Tag
 from retention.plan import Entry, Plan, Summary, from_json, render_text, to_json
@@ -97,7 +98,7 @@ def test_explain_escapes_names_and_reasons_and_never_says_zero_seconds() -> None
         reason=f"age unknown (created {HOSTILE})",
     )
     skewed = replace(verdict, tag="v2", age=-timedelta(hours=3), reason="younger than 1d")
-    text = cli._explanation_text([verdict, skewed])
+    text = explanation_text([verdict, skewed])
     assert RAW.search(text) is None and FORGED.search(text) is None
     assert "age unknown" in text
     assert "created 3 hours in the future" in text
@@ -112,15 +113,15 @@ def test_inventory_text_and_csv_escape_what_the_registry_sent() -> None:
         repositories=(Repository("apps/web", (Tag("v1", img.digest),), (img,)),),
         warnings=(f"something {HOSTILE}",),
     )
-    for text in (cli._inventory_text(inventory), cli._inventory_csv(inventory)):
+    for text in (inventory_text(inventory), inventory_csv(inventory)):
         assert RAW.search(text) is None and FORGED.search(text) is None
-    assert "application/x\\x1b[2J" in cli._inventory_csv(inventory)
+    assert "application/x\\x1b[2J" in inventory_csv(inventory)
 
 
 def test_stderr_log_lines_are_escaped_line_by_line() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(cli._TextFormatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(TextFormatter("%(levelname)s: %(message)s"))
     logger = logging.getLogger("retention.test-escaping")
     logger.addHandler(handler)
     try:
