@@ -348,9 +348,38 @@ def render_policy(
     With `untagged` (init --storage) the policy reads that storage and has an untagged rule.
     """
     check_credentials(username, password_env)
+    out = [
+        *_header_lines(survey_, url, written_on=written_on, filename=filename),
+        "version: 1",
+        *_registry_lines(url, username, password_env, untagged),
+        '# schedule: {cron: "30 3 * * *", timezone: UTC}   # for `retention schedule`',
+        "settings:",
+        "  concurrency: 8",
+        "  max_deletions: 500          # apply refuses a plan that deletes more images than this",
+        "  unknown_age: keep           # images without a usable created date are kept, reported",
+        "protect:                      # never deleted, whatever the rules say",
+        "  tags:",
+        *_protect_lines(survey_),
+        "rules:                        # the first rule whose match selects a tag owns it",
+        *_rules(survey_, untagged),
+    ]
+    signatures = survey_.seen("signatures")
+    if signatures is not None:
+        out += [
+            "# Signatures and attestations (sha256-<digest>.sig/.att/.sbom, "
+            f"{plural(signatures.tags, 'tag')}) need no rule:",
+            "# they are kept and deleted together with the image they belong to.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _header_lines(
+    survey_: Survey, url: str, *, written_on: str | None, filename: str | None
+) -> list[str]:
+    """The opening comment: what was read, the families found, what to run next."""
     when = f" on {written_on}" if written_on else ""
     file = _safe(filename, 80) if filename else "POLICY.yaml"
-    out: list[str] = [
+    return [
         f"# Starter retention policy for {_safe(url, 200)}, written by `retention init`{when}.",
         f"# It read {plural(survey_.repositories, 'repository', 'repositories')} and "
         f"{plural(survey_.tags, 'tag')}, and recognised these tag families:",
@@ -362,10 +391,14 @@ def render_policy(
         f"#   retention plan -p {file}",
         f"#   retention explain -p {file} REPOSITORY:TAG    # why a tag is kept or deleted",
         "# Patterns are RE2 regular expressions matched against the whole tag name.",
-        "version: 1",
-        "registry:",
-        f"  url: {_quoted(url)}",
     ]
+
+
+def _registry_lines(
+    url: str, username: str | None, password_env: str | None, untagged: UntaggedSeen | None
+) -> list[str]:
+    """`registry:` with its auth (or a commented example) and, with `untagged`, its storage."""
+    out = ["registry:", f"  url: {_quoted(url)}"]
     if username is not None and password_env is not None:
         out += [
             "  auth:                        # the password is read from the environment",
@@ -383,19 +416,12 @@ def render_policy(
             "  storage:                     # read the registry's storage: untagged manifests too",
             f"    filesystem: {_quoted(untagged.storage)}",
         ]
-    out += [
-        '# schedule: {cron: "30 3 * * *", timezone: UTC}   # for `retention schedule`',
-        "settings:",
-        "  concurrency: 8",
-        "  max_deletions: 500          # apply refuses a plan that deletes more images than this",
-        "  unknown_age: keep           # images without a usable created date are kept, reported",
-        "protect:                      # never deleted, whatever the rules say",
-        "  tags:",
-        *_protect_lines(survey_),
-        "rules:                        # the first rule whose match selects a tag owns it",
-    ]
-    if untagged is not None:
-        out += _untagged_lines(untagged)
+    return out
+
+
+def _rules(survey_: Survey, untagged: UntaggedSeen | None) -> list[str]:
+    """The rules: untagged manifests first, one per family seen, then the catch-all if needed."""
+    out = _untagged_lines(untagged) if untagged is not None else []
     rules = 0
     for family in FAMILIES:
         seen = survey_.seen(family.key)
@@ -417,14 +443,7 @@ def render_policy(
         out += [
             "  # A tag no rule selects is kept: new kinds of tags stay until a rule selects them.",
         ]
-    signatures = survey_.seen("signatures")
-    if signatures is not None:
-        out += [
-            "# Signatures and attestations (sha256-<digest>.sig/.att/.sbom, "
-            f"{plural(signatures.tags, 'tag')}) need no rule:",
-            "# they are kept and deleted together with the image they belong to.",
-        ]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _protect_lines(survey_: Survey) -> list[str]:
