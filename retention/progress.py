@@ -1,7 +1,7 @@
 """Progress of long work, one phase at a time: done/total, rate and time left, throttled.
 
-Pure: the clock is a parameter and nothing is written here; `cli.py` draws the lines on a
-terminal or emits the events as JSON log lines.
+Pure: the clock is a parameter and nothing is written here; `ProgressDisplay`
+(retention/cli/console.py) draws the lines on a terminal or emits the events as JSON log lines.
 """
 
 from __future__ import annotations

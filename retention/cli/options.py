@@ -81,13 +81,12 @@ def evaluation_time(as_of: str | None) -> datetime:
     if as_of is None:
         return datetime.now(UTC)
     try:
-        when = datetime.fromisoformat(as_of.strip().replace("Z", "+00:00"))
+        return _iso_time(as_of).astimezone(UTC)
     except ValueError as exc:
         raise UsageError(
             f"--as-of {as_of!r} is not a date",
             hint="use 2026-01-31 or 2026-01-31T12:00:00Z (UTC unless an offset is given)",
         ) from exc
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def repository_pattern(text: str) -> Pattern:
@@ -138,11 +137,16 @@ def positive_float(text: str) -> float:
 
 
 def instant(text: str) -> datetime:
-    """An ISO 8601 time; without an offset it is UTC."""
+    """An argparse type: an ISO 8601 time, its offset kept; without one it is UTC."""
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        return _iso_time(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time (e.g. 2024-10-27T01:00:00+02:00)"
         ) from exc
+
+
+def _iso_time(text: str) -> datetime:
+    """An aware time from ISO 8601 (`Z` accepted); UTC when no offset is given. ValueError."""
+    when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when

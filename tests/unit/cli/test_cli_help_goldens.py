@@ -1,6 +1,6 @@
 """Every `--help` output, byte for byte, against tests/data/help/<command>.txt.
 
-Regenerate with `UPDATE_GOLDEN=1 python -m pytest tests/unit/test_cli_help_goldens.py`, then
+Regenerate with `UPDATE_GOLDEN=1 python -m pytest tests/unit/cli/test_cli_help_goldens.py`, then
 review the diff: a change here is a change users read.
 """
 
@@ -15,7 +15,7 @@ import pytest
 from retention.cli import main
 from retention.cli.parser import make_parser
 
-GOLDEN = Path(__file__).resolve().parents[1] / "data" / "help"
+GOLDEN = Path(__file__).resolve().parents[2] / "data" / "help"
 
 
 def _subcommands() -> list[str]:
