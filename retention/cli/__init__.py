@@ -32,6 +32,7 @@ FALLBACK_HINT = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code (`ExitCode`, or 130 when interrupted)."""
     parser = make_parser()
     try:
         args = parser.parse_args(argv)

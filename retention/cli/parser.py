@@ -51,6 +51,7 @@ def common_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The whole command line: top-level flags and every subcommand."""
     parser = argparse.ArgumentParser(
         prog="retention",
         description="Policy-driven retention for container registries: validate, plan, apply.",
