@@ -111,9 +111,9 @@ def _run(
     document = read_document(data, report)
     if document is None:
         return None
-    report.locator = document
+    report.locator = document  # from here on a diagnostic may name only its path
     values, unresolved = expand_env(document.data, env=env, require_env=require_env, report=report)
-    document = replace(document, data=values)
+    document = replace(document, data=values)  # the same nodes, `${VAR}` expanded
     check_schema(document, report)
     patterns = check_semantics(document, unresolved, report)
     if report.has_errors:
