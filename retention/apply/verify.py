@@ -251,7 +251,7 @@ class Verifier:
             manifest = oci.parse_manifest(intent.raw, intent.media_type, intent.digest)
         except ProtocolError as exc:
             return Skip("failed", f"the journal's copy of the manifest is unreadable: {exc}")
-        if oci.sha256_digest(intent.raw) != e.digest:
+        if not oci.digest_matches(intent.raw, e.digest):
             return Skip("failed", "the journal's copy of the manifest does not match its digest")
         log.warning("%s@%s: repairing dangling tag(s) %s", e.repository, e.digest, names)
         return Verified(
