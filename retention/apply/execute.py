@@ -97,7 +97,8 @@ class _Run:
         skips: dict[Key, Skip] = {}
         verified = self._verified(todo, skips)
         for key in sorted(verified):
-            # Invariant 8: delete only what the policy, evaluated again now, deletes too. After
+            # Delete only what the policy, evaluated again now, deletes too (docs/decisions.md,
+            # "Apply against the policy"). After
             # the refusals above, so a plan edited into nonsense is still refused as a whole.
             reason = self.policy_keeps.get(key)
             if reason is not None:

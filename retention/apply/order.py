@@ -27,10 +27,10 @@ def unheld(
     only as a platform manifest of a deleted index (`parent`) or as a referrer of a deleted
     subject. The bytes just fetched by digest (immutable) say which, whatever the plan file
     claims, so a platform manifest of a kept index listed with no parent, or under an index
-    that does not list it, is refused even when kept tags are trusted (invariant 2,
-    docs/decisions.md). `untagged_ok` is what an untagged rule owns now (a storage plan);
-    `intents` reads the journal's copies, only when needed. Adds to `skips` the platform
-    manifests whose index is gone and cannot be checked."""
+    that does not list it, is refused even when kept tags are trusted (docs/decisions.md,
+    "Untagged deletions must be held by something the plan deletes"). `untagged_ok` is what an
+    untagged rule owns now (a storage plan); `intents` reads the journal's copies, only when
+    needed. Adds to `skips` the platform manifests whose index is gone and cannot be checked."""
     out: list[tuple[Key, str]] = []
     journal_intents: Mapping[Key, IntentRecord] | None = None
     for key, v in sorted(verified.items()):

@@ -47,7 +47,7 @@ def tag_states(
         out.states.append(st)
         image = images.get(tag.digest)
         if image is None:
-            # unknown means keep (docs/decisions.md): nothing to rank, nothing to delete
+            # unknown means keep (docs/decisions.md, "Unknowns"): nothing to rank, nothing to delete
             st.reason = "its manifest is missing from the inventory"
             out.missing += 1
             continue
