@@ -1,6 +1,6 @@
 """PURE inventory values: what a registry holds, as frozen dataclasses.
 
-An `Inventory` is built by `inventory.py` (or loaded from JSON) and read by `evaluate.py`.
+An `Inventory` is built by `inventory.py` (or loaded from JSON) and read by `evaluate/`.
 Nothing here talks to a registry or reads the clock.
 """
 
