@@ -226,7 +226,8 @@ class _Walker:
                 if exc.status != 404:
                     raise
                 # A registry after a bad garbage collection: the image cannot be pulled, but its
-                # tags and digest are known. Its age is unknown (DESIGN §2), which keeps it.
+                # tags and digest are known. Its age is unknown, which keeps it (docs/decisions.md,
+                # "A config blob missing from storage").
                 self._warn(
                     f"{repository}@{manifest.digest}: its config blob {cfg.digest} is missing "
                     "from the registry (404), so its created date is unknown"
@@ -415,7 +416,8 @@ class _Missing(Exception):
 
 
 def _created(manifest: Manifest, config: ImageConfig | None) -> datetime | None:
-    """DESIGN §2: the config's `created`, else the OCI annotation or label, else unknown."""
+    """The config's `created` (OCI image spec, config.md), else the
+    `org.opencontainers.image.created` annotation (annotations.md) or label, else unknown."""
     if config is not None:
         when = parse_created(config.created)
         if when is not None:

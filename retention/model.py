@@ -1,6 +1,6 @@
 """PURE inventory values: what a registry holds, as frozen dataclasses.
 
-An `Inventory` is built by `inventory.py` (or loaded from JSON) and read by `evaluate.py`.
+An `Inventory` is built by `inventory.py` (or loaded from JSON) and read by `evaluate/`.
 Nothing here talks to a registry or reads the clock.
 """
 
@@ -33,7 +33,7 @@ class Blob:
 class Image:
     """One manifest in one repository, tagged or not (an index's platform manifests are here too).
 
-    `created` is the effective creation time by the DESIGN §2 rules (None = unknown);
+    `created` is the effective creation time (retention/inventory.py, `_created`; None = unknown);
     `created_raw` is the config's own `created` text, kept so `explain` can say why it was ignored.
     `blobs` are the config and layer blobs this manifest references (not child manifests);
     `size` is manifest + config + layers, and for an index also its children's sizes.

@@ -133,7 +133,8 @@ def to_document(plan: Plan) -> dict[str, Any]:
 
 
 def to_json(plan: Plan) -> str:
-    """The plan file (DESIGN §4): sorted keys and lists, UTC `Z` times, 2-space indent, newline.
+    """The plan file (schemas/plan.schema.json; docs/decisions.md, "Plan file"): sorted keys and
+    lists, UTC `Z` times, 2-space indent, newline.
 
     Deterministic: the same plan always gives the same bytes. The bytes are exactly
     `json.dumps(to_document(plan), sort_keys=True, indent=2, ensure_ascii=False) + "\n"`;
