@@ -216,14 +216,15 @@ class _Run:
             existed = self.client.delete_manifest(repo, digest)
             if existed:
                 self._confirm_deleted(repo, digest)
-        except (DeleteDisabledError, AuthError, TransportError) as exc:
-            # The next DELETE would get the same answer (deletion disabled, no permission, the
-            # registry down after every retry): stop instead of failing each one. A re-run
-            # resumes from the journal.
-            self.ctl.abort(exc)
-            return self._failed(e, exc)
         except RegistryError as exc:
-            return self._failed(e, exc)
+            if not self._gone_despite(repo, digest, exc):
+                if isinstance(exc, DeleteDisabledError | AuthError | TransportError):
+                    # The next DELETE would get the same answer (deletion disabled, no
+                    # permission, the registry down after every retry): stop instead of failing
+                    # each one. A re-run resumes from the journal.
+                    self.ctl.abort(exc)
+                return self._failed(e, exc)
+            existed = False
         kind: Literal["done", "gone"] = "done" if existed else "gone"
         reason = "dangling tag repaired" if v.repair else None
         try:
@@ -231,6 +232,18 @@ class _Run:
         except JournalError as exc:
             self.ctl.abort(exc)
         return EntryOutcome(e, "deleted" if existed else "gone", reason, repaired=v.repair)
+
+    def _gone_despite(self, repo: str, digest: str, exc: RegistryError) -> bool:
+        """A DELETE that crossed another DELETE of the same digest can fail inside the registry:
+        distribution checks the manifest link, then removes it, and answers 500 when another
+        request removed it in between (docs/decisions.md, "Concurrent DELETEs"). When the
+        registry no longer serves the manifest, it is gone all the same."""
+        if exc.status is None or exc.status < 500:
+            return False
+        try:
+            return self.client.head_manifest(repo, digest) is None
+        except RegistryError:
+            return False
 
     def _confirm_deleted(self, repo: str, digest: str) -> None:
         """A 202 is only a claim: a HEAD of the digest must now answer 404 (one request per
