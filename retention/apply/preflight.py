@@ -10,9 +10,10 @@ from datetime import datetime, timedelta
 
 from retention import oci
 from retention.errors import ApplyRefused, PlanError
-from retention.journal import Key, redact_url
+from retention.journal import Key
 from retention.plan import FORMAT_VERSION, Entry, Plan
 from retention.policy.model import MaxDeletions, Policy
+from retention.urls import registry_key
 
 DEFAULT_MAX_PLAN_AGE = timedelta(hours=24)
 
@@ -182,10 +183,10 @@ def check_plan(
     """
     check_consistency(plan)
     warnings: list[str] = []
-    if redact_url(plan.registry) != redact_url(registry_url):
+    if registry_key(plan.registry) != registry_key(registry_url):
         raise ApplyRefused(
-            f"the plan was made for registry {redact_url(plan.registry)}, but the policy names "
-            f"{redact_url(registry_url)}",
+            f"the plan was made for registry {registry_key(plan.registry)}, but the policy names "
+            f"{registry_key(registry_url)}",
             hint="apply a plan with the policy it was made from (-p POLICY), or make a new plan",
         )
     age = now - plan.generated_at

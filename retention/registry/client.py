@@ -33,8 +33,8 @@ from retention.registry.transport import (
     error,
     raise_for,
 )
-from retention.registry.urls import normalise_url, shown_url
 from retention.text import untrusted
+from retention.urls import normalise_url, shown_url
 
 __all__ = [
     "USER_AGENT",
