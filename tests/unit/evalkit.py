@@ -99,14 +99,17 @@ def repo(
     tags: Mapping[str, str],
     images: Iterable[Image],
     history: Iterable[tuple[str, str, datetime]] = (),
+    dangling: Iterable[str] = (),
 ) -> Repository:
-    """`tags` maps a tag name to the image name it points at; `history` is (tag, image, at)."""
+    """`tags` maps a tag name to the image name it points at; `history` is (tag, image, at);
+    `dangling` names tags listed whose manifest is gone."""
     events = (TagEvent(t, D(i), at) for t, i, at in history)
     return Repository(
         name=name,
         tags=tuple(sorted((Tag(t, D(i)) for t, i in tags.items()), key=lambda t: t.name)),
         images=tuple(sorted(images, key=lambda i: i.digest)),
         history=tuple(sorted(events, key=lambda e: (e.tag, e.at, e.digest))),
+        dangling_tags=tuple(sorted(dangling)),
     )
 
 
