@@ -160,6 +160,7 @@ def policy(
     unknown_age: UnknownAge = "keep",
     max_deletions: MaxDeletions | None = None,
     protect_digests: Iterable[str] = (),
+    untag: bool = False,
 ) -> Policy:
     return Policy(
         registry=RegistryConfig(url=REGISTRY),
@@ -167,7 +168,9 @@ def policy(
         protect_tags=tuple(pat(p) for p in protect),
         protect_digests=frozenset(D(n) for n in protect_digests),
         settings=Settings(
-            unknown_age=unknown_age, max_deletions=max_deletions or MaxDeletions(count=500)
+            unknown_age=unknown_age,
+            max_deletions=max_deletions or MaxDeletions(count=500),
+            untag=untag,
         ),
         path="policies/test.yaml",
         sha256=hashlib.sha256(b"policy").hexdigest(),
