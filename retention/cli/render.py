@@ -171,7 +171,9 @@ def explanation_text(verdicts: list[TagVerdict]) -> str:
             if v.protected:
                 lines.append("    protected: its digest is in protect.digests")
         else:
-            ref = f"{untrusted(v.repository)}:{untrusted(v.tag)}  {untrusted(v.digest[:19])}"
+            # a dangling tag (listed, its manifest gone) points at no digest
+            image = untrusted(v.digest[:19]) if v.digest else "(dangling: no manifest)"
+            ref = f"{untrusted(v.repository)}:{untrusted(v.tag)}  {image}"
             lines.append(f"{ref}  {age}  ({rule}{rank})")
         lines.append(f"    {message(v.line())}")
     return "\n".join(lines) + "\n"
