@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from retention import cli
-from retention.cli.render import explanation_text
+from retention.cli.render import explanation_text, inventory_text
 from retention.evaluate import explain
 from tests.unit.evalkit import NOW, D, ago, image, inventory, policy, repo, rule
 
@@ -98,3 +98,8 @@ def test_explain_text_of_untagged_and_dangling_tags() -> None:
     assert text[at + 1] == (
         "    untagged (a dangling tag (listed, its manifest gone); rule `ci` selects it)"
     )
+
+
+def test_inventory_text_lists_dangling_tags() -> None:
+    lines = inventory_text(INVENTORY).splitlines()
+    assert "  ghost    (dangling: listed, its manifest gone)" in lines
