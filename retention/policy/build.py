@@ -85,6 +85,7 @@ def _settings(settings: Mapping[str, Any]) -> Settings:
         ),
         unknown_age=settings.get("unknown_age", "keep"),
         timeouts=_timeouts(settings.get("timeouts", {})),
+        untag=settings.get("untag", False),
     )
 
 

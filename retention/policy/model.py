@@ -142,6 +142,8 @@ class Settings:
     max_deletions: MaxDeletions = MaxDeletions(count=500)
     unknown_age: UnknownAge = "keep"
     timeouts: Timeouts = Timeouts()
+    # remove a doomed tag alone when its image must stay, and dangling tags (docs/policy.md)
+    untag: bool = False
 
 
 @dataclass(frozen=True, slots=True)
