@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from tests.harness.certs import CertPair, self_signed
 from tests.harness.faultproxy import Exchange, Fault, FaultProxy, RecordedRequest, Upstream
+from tests.harness.loopback import LoopbackServer, QuietHandler, Recorder, Started
 from tests.harness.seed import Pusher, sha256_digest
 
 __all__ = [
@@ -58,43 +56,19 @@ class OtherHostRequest:
     authorization: str | None
 
 
-class OtherHost:
+class OtherHost(LoopbackServer):
     """An https server on 127.0.0.2 (its certificate in `cert`): `/token` issues a token (and
     records who asked), every other path answers 401 with `Bearer realm=<own /token>`."""
 
+    name = "other host"
+
     def __init__(self, folder: Path) -> None:
         self.cert: CertPair = self_signed(folder, "other-host", hosts=(OTHER_HOST,))
-        self._lock = threading.Lock()
-        self._records: list[OtherHostRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(host=OTHER_HOST, tls=self.cert)
+        self._records: Recorder[OtherHostRequest] = Recorder()
 
-    def start(self) -> None:
-        server = ThreadingHTTPServer((OTHER_HOST, 0), _other_handler(self))
-        server.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert.cert_path, self.cert.key_path)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="otherhost"
-        )
-        self._thread.daemon = True
-        self._thread.start()
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the other host first"
-        return f"https://{OTHER_HOST}:{self._server.server_address[1]}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _other_handler(self)
 
     @property
     def realm(self) -> str:
@@ -102,8 +76,7 @@ class OtherHost:
 
     @property
     def requests(self) -> list[OtherHostRequest]:
-        with self._lock:
-            return list(self._records)
+        return self._records.items()
 
     def authorizations(self) -> list[str]:
         """Every Authorization header the other host received."""
@@ -113,17 +86,11 @@ class OtherHost:
         return [r for r in self.requests if r.path.startswith("/token")]
 
     def _record(self, record: OtherHostRequest) -> None:
-        with self._lock:
-            self._records.append(record)
+        self._records.append(record)
 
 
 def _other_handler(host: OtherHost) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
+    class Handler(QuietHandler):
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             if length:
@@ -173,7 +140,7 @@ def _deep(status: int, content_type: str = "application/json") -> Exchange:
     return Exchange(status, (("Content-Type", content_type),), deep_json())
 
 
-class HostileRegistry:
+class HostileRegistry(Started):
     """A hostile front of the real registry at `upstream` (http://127.0.0.1:PORT).
 
     `url` is the registry the client is given; `other` the other host (started on first use).
@@ -185,16 +152,10 @@ class HostileRegistry:
         self.folder = folder
         self._other: OtherHost | None = None
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         self.proxy.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.proxy.close()
         if self._other is not None:
             self._other.close()
