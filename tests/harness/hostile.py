@@ -20,7 +20,13 @@ from typing import Any, Literal
 from tests.harness.certs import CertPair, self_signed
 from tests.harness.faultproxy import Exchange, Fault, FaultProxy, RecordedRequest, Upstream
 from tests.harness.loopback import LoopbackServer, QuietHandler, Recorder, Started
-from tests.harness.seed import Pusher, sha256_digest
+from tests.harness.seed import (
+    OCI_CONFIG,
+    Pusher,
+    descriptor,
+    image_manifest,
+    sha256_digest,
+)
 
 __all__ = [
     "SCENARIOS",
@@ -252,50 +258,32 @@ def _deep_manifest(h: HostileRegistry, repo: str) -> list[Fault]:
     return [Fault("respond", _manifests(repo), "GET", times=None, handler=answer)]
 
 
+def _deep_status(path: str, method: str, status: int) -> Fault:
+    """Requests matching `method` and `path` answer `status` with a deeply nested JSON body."""
+    return Fault(
+        "status",
+        path,
+        method,
+        times=None,
+        status=status,
+        body=deep_json(),
+        headers={"Content-Type": "application/json"},
+    )
+
+
 def _deep_tags(h: HostileRegistry, repo: str) -> list[Fault]:
     """tags/list answers a deeply nested body."""
-    path = rf"^/v2/{re.escape(repo)}/tags/list"
-    return [
-        Fault(
-            "status",
-            path,
-            "GET",
-            times=None,
-            status=200,
-            body=deep_json(),
-            headers={"Content-Type": "application/json"},
-        )
-    ]
+    return [_deep_status(rf"^/v2/{re.escape(repo)}/tags/list", "GET", 200)]
 
 
 def _deep_error(h: HostileRegistry, repo: str, status: int = 400) -> list[Fault]:
     """Manifest GETs and HEADs answer an error status with a deeply nested body."""
-    return [
-        Fault(
-            "status",
-            _manifests(repo),
-            "GET",
-            times=None,
-            status=status,
-            body=deep_json(),
-            headers={"Content-Type": "application/json"},
-        )
-    ]
+    return [_deep_status(_manifests(repo), "GET", status)]
 
 
 def _deep_delete(h: HostileRegistry, repo: str, status: int = 400) -> list[Fault]:
     """DELETEs of manifests answer an error status with a deeply nested body."""
-    return [
-        Fault(
-            "status",
-            _manifests(repo),
-            "DELETE",
-            times=None,
-            status=status,
-            body=deep_json(),
-            headers={"Content-Type": "application/json"},
-        )
-    ]
+    return [_deep_status(_manifests(repo), "DELETE", status)]
 
 
 def _deep_token(h: HostileRegistry) -> list[Fault]:
@@ -309,15 +297,7 @@ def _deep_token(h: HostileRegistry) -> list[Fault]:
         return Exchange(401, (("WWW-Authenticate", f'Bearer realm="{realm}",service="h"'),))
 
     return [
-        Fault(
-            "status",
-            r"^/token",
-            "GET",
-            times=None,
-            status=200,
-            body=deep_json(),
-            headers={"Content-Type": "application/json"},
-        ),
+        _deep_status(r"^/token", "GET", 200),
         Fault("respond", r"^/v2/", None, times=None, handler=gate),
     ]
 
@@ -350,22 +330,10 @@ def push_deep_config_image(pusher: Pusher, repo: str, tag: str, depth: int = 500
     layer = b"hostile layer"
     layer_digest = pusher.push_blob(repo, layer)
     manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest,
-                    "size": len(layer),
-                }
-            ],
-        }
+        image_manifest(
+            descriptor(OCI_CONFIG, config_digest, len(config)),
+            [descriptor("application/vnd.oci.image.layer.v1.tar", layer_digest, len(layer))],
+        )
     ).encode()
     digest = pusher.push_manifest(repo, tag, manifest, "application/vnd.oci.image.manifest.v1+json")
     assert digest == sha256_digest(manifest)

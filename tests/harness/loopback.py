@@ -2,9 +2,10 @@
 
 `LoopbackServer` owns a `ThreadingHTTPServer` on a 127.0.0.x address (port 0: the kernel picks a
 free one), optionally wrapped in TLS, served from a daemon thread, usable as a context manager
-(`Started`: `start()`, then `close()`). `QuietHandler` is the request handler base (HTTP/1.1, no
-log lines); `QuietServer` does not log a client that hangs up; `Recorder` is the lock-guarded
-list of requests every front keeps. Never imports `retention`.
+(`Started`: `start()`, then `close()`; `Closing`, for what runs from birth: only `close()`).
+`QuietHandler` is the request handler base (HTTP/1.1, no log lines); `QuietServer` does not log
+a client that hangs up; `Recorder` is the lock-guarded list of requests every front keeps.
+Never imports `retention`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from tests.harness.certs import CertPair
 
-__all__ = ["LoopbackServer", "QuietHandler", "QuietServer", "Recorder", "Started"]
+__all__ = ["Closing", "LoopbackServer", "QuietHandler", "QuietServer", "Recorder", "Started"]
 
 T = TypeVar("T")
 
@@ -62,17 +63,13 @@ class QuietServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class Started:
-    """`with x:` means `x.start()` then, however the block ends, `x.close()`."""
-
-    def start(self) -> None:
-        raise NotImplementedError
+class Closing:
+    """`with x:` gives `x` and, however the block ends, calls `x.close()`."""
 
     def close(self) -> None:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
-        self.start()
         return self
 
     def __exit__(
@@ -82,6 +79,17 @@ class Started:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class Started(Closing):
+    """`with x:` means `x.start()` then, however the block ends, `x.close()`."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
 
 class LoopbackServer(Started):
