@@ -220,29 +220,32 @@ def _drip(
     return faults
 
 
-def _drip_headers(
-    h: HostileRegistry,
-    path: str = ".*",
-    interval: float = 0.5,
-    method: str | None = None,
-    after: int = 0,
-    answer: Exchange | None = None,
-) -> list[Fault]:
+def _dripping(part: Literal["headers", "body"], doc: str) -> Callable[..., list[Fault]]:
+    """The scenario builder that drips `part` (what `doc` says)."""
+
+    def build(
+        h: HostileRegistry,
+        path: str = ".*",
+        interval: float = 0.5,
+        method: str | None = None,
+        after: int = 0,
+        answer: Exchange | None = None,
+    ) -> list[Fault]:
+        return _drip(part, path, method, interval, after, answer)
+
+    build.__doc__ = doc
+    return build
+
+
+_drip_headers = _dripping(
+    "headers",
     """The real answer (or `answer`, never forwarded), its status line and headers sent one byte
-    per `interval`, to requests matching `method` and `path` after the first `after`."""
-    return _drip("headers", path, method, interval, after, answer)
-
-
-def _drip_body(
-    h: HostileRegistry,
-    path: str = ".*",
-    interval: float = 0.5,
-    method: str | None = None,
-    after: int = 0,
-    answer: Exchange | None = None,
-) -> list[Fault]:
-    """The real answer (or `answer`), headers at once and its body one byte per `interval`."""
-    return _drip("body", path, method, interval, after, answer)
+    per `interval`, to requests matching `method` and `path` after the first `after`.""",
+)
+_drip_body = _dripping(
+    "body",
+    """The real answer (or `answer`), headers at once and its body one byte per `interval`.""",
+)
 
 
 def _deep_manifest(h: HostileRegistry, repo: str) -> list[Fault]:
