@@ -261,21 +261,25 @@ def test_truncated_blob_is_retried(
 OTHER_DIGEST = "sha256:" + "ab" * 32
 
 
+def _digest_header(method: str | None, value: str | None) -> Fault:
+    """Every manifest answer to `method` (None: any) with its Docker-Content-Digest set to
+    `value` (None: removed)."""
+    return Fault(
+        "header",
+        r"/manifests/",
+        method,
+        times=None,
+        header_name="Docker-Content-Digest",
+        header_value=value,
+    )
+
+
 @pytest.mark.parametrize("by", ["tag", "digest"])
 def test_wrong_docker_content_digest_is_a_protocol_error(
     by: str, client: RegistryClient, proxy: FaultProxy, v1: Pushed, unique_repo: str
 ) -> None:
     ref = "v1" if by == "tag" else v1.digest
-    proxy.add(
-        Fault(
-            "header",
-            r"/manifests/",
-            "GET",
-            times=None,
-            header_name="Docker-Content-Digest",
-            header_value=OTHER_DIGEST,
-        )
-    )
+    proxy.add(_digest_header("GET", OTHER_DIGEST))
     with pytest.raises(ProtocolError, match="does not match the body"):
         client.get_manifest(unique_repo, ref)
 
@@ -283,16 +287,7 @@ def test_wrong_docker_content_digest_is_a_protocol_error(
 def test_head_by_digest_answered_for_another_digest_is_a_protocol_error(
     client: RegistryClient, proxy: FaultProxy, v1: Pushed, unique_repo: str
 ) -> None:
-    proxy.add(
-        Fault(
-            "header",
-            r"/manifests/",
-            "HEAD",
-            times=None,
-            header_name="Docker-Content-Digest",
-            header_value=OTHER_DIGEST,
-        )
-    )
+    proxy.add(_digest_header("HEAD", OTHER_DIGEST))
     with pytest.raises(ProtocolError, match="answered for"):
         client.head_manifest(unique_repo, v1.digest)
 
@@ -301,16 +296,7 @@ def test_missing_docker_content_digest_trusts_the_computed_digest(
     client: RegistryClient, proxy: FaultProxy, push_image: PushImage, unique_repo: str
 ) -> None:
     pushed = push_image(unique_repo, "v1", kind="oci-index")
-    proxy.add(
-        Fault(
-            "header",
-            r"/manifests/",
-            None,
-            times=None,
-            header_name="Docker-Content-Digest",
-            header_value=None,
-        )
-    )
+    proxy.add(_digest_header(None, None))
     ref = client.head_manifest(unique_repo, "v1")
     assert ref is not None
     assert (ref.digest, ref.media_type, ref.size) == (
