@@ -120,7 +120,7 @@ class Inventory:
         repeats them (`outside_grammar`)."""
         return tuple(sorted(w for w in self.warnings if w.endswith(_LEFT_ALONE)))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_document(self) -> dict[str, Any]:
         return {
             "format_version": 1,
             "registry": self.registry,
@@ -132,7 +132,7 @@ class Inventory:
         }
 
     @classmethod
-    def from_json(cls, doc: Any) -> Inventory:
+    def from_document(cls, doc: Any) -> Inventory:
         """Parse a saved inventory; raises InventoryError naming the first bad field.
 
         Every field is type-checked here: the file is user input (`plan --from-inventory`), and a

@@ -141,7 +141,7 @@ def inventory_csv(inventory: Inventory) -> str:
 def inventory_json(inventory: Inventory) -> dict[str, Any]:
     """The saved inventory; a storage inventory marks each image `untagged` (model.py writes
     its push time)."""
-    doc = inventory.to_json()
+    doc = inventory.to_document()
     if inventory.source != "storage":
         return doc
     for r, saved in zip(inventory.repositories, doc["repositories"], strict=True):

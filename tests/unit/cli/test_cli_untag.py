@@ -38,7 +38,7 @@ rules:
 
 
 def _files(tmp_path: Path, untag: bool) -> tuple[str, str]:
-    (tmp_path / "inv.json").write_text(json.dumps(INVENTORY.to_json()))
+    (tmp_path / "inv.json").write_text(json.dumps(INVENTORY.to_document()))
     (tmp_path / "p.yaml").write_text(POLICY % ("true" if untag else "false"))
     return str(tmp_path / "p.yaml"), str(tmp_path / "inv.json")
 
