@@ -14,7 +14,7 @@ from retention.model import Inventory
 from retention.plan import from_json, to_json
 from retention.policy.model import Policy
 from tests.unit.evalkit import NOW
-from tests.unit.test_evaluate_properties import COMMON, PLAIN_TAGS, inventories, policies
+from tests.unit.evaluate.test_evaluate_properties import COMMON, PLAIN_TAGS, inventories, policies
 
 
 @st.composite
