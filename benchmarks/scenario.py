@@ -22,16 +22,18 @@ from pathlib import Path
 
 import requests
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+from tests.harness.seed import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER,
+    DOCKER_MANIFEST,
+    MANIFEST_ACCEPT,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+)
+
 COSIGN_LAYER = "application/vnd.dev.cosign.simplesigning.v1+json"
-MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 """The scenario's "today": created dates are relative to it; plans run with `--as-of` it."""

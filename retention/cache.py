@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import BinaryIO
 
 from retention.errors import CacheError
-from retention.oci import digest_of, is_digest
+from retention.oci import digest_matches, is_digest
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class DigestCache:
         self.close()
 
     def get(self, digest: str) -> bytes | None:
-        algorithm = _algorithm(digest)
+        _check_digest(digest)
         index = self._loaded()
         where = index.get(digest)
         if where is None:
@@ -130,7 +130,7 @@ class DigestCache:
             log.warning("cache entry %s unreadable (%s); fetching it again", digest, exc)
             index.pop(digest, None)
             return None
-        if len(data) != length or digest_of(data, algorithm) != digest:
+        if len(data) != length or not digest_matches(data, digest):
             log.warning("cache entry %s is corrupt; fetching it again", digest)
             index.pop(digest, None)
             return None
@@ -139,7 +139,8 @@ class DigestCache:
 
     def put(self, digest: str, data: bytes) -> None:
         """Store `data` under `digest`; refuses bytes that do not hash to it."""
-        if digest_of(data, _algorithm(digest)) != digest:
+        _check_digest(digest)
+        if not digest_matches(data, digest):
             raise CacheError(f"refusing to cache bytes under the wrong digest {digest}")
         index = self._loaded()
         with self._lock:
@@ -252,7 +253,7 @@ class DigestCache:
                 else:
                     continue
                 data = os.pread(fd, length, offset)
-                if digest_of(data, _algorithm(digest)) == digest:  # damaged entries end here
+                if digest_matches(data, digest):  # damaged entries end here
                     target.add(digest, data)
             if carried is not None:
                 os.utime(carried.fd, (carried_since, carried_since))
@@ -289,10 +290,9 @@ def _newest_first(paths: Iterable[Path]) -> list[Path]:
     return [path for _, _, path in sorted(dated, reverse=True)]
 
 
-def _algorithm(digest: str) -> str:
+def _check_digest(digest: str) -> None:
     if not is_digest(digest):
         raise CacheError(f"not a digest: {digest!r}")
-    return digest.split(":", 1)[0]
 
 
 def _scan(fh: BinaryIO, path: Path) -> list[tuple[str, tuple[int, int, int]]]:

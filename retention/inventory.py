@@ -226,7 +226,8 @@ class _Walker:
                 if exc.status != 404:
                     raise
                 # A registry after a bad garbage collection: the image cannot be pulled, but its
-                # tags and digest are known. Its age is unknown (DESIGN §2), which keeps it.
+                # tags and digest are known. Its age is unknown, which keeps it (docs/decisions.md,
+                # "A config blob missing from storage").
                 self._warn(
                     f"{repository}@{manifest.digest}: its config blob {cfg.digest} is missing "
                     "from the registry (404), so its created date is unknown"
@@ -416,7 +417,8 @@ class _Missing(Exception):
 
 
 def _created(manifest: Manifest, config: ImageConfig | None) -> datetime | None:
-    """DESIGN §2: the config's `created`, else the OCI annotation or label, else unknown."""
+    """The config's `created` (OCI image spec, config.md), else the
+    `org.opencontainers.image.created` annotation (annotations.md) or label, else unknown."""
     if config is not None:
         when = parse_created(config.created)
         if when is not None:
@@ -611,12 +613,14 @@ def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:
     by_repo: dict[str, dict[str, Manifest]] = {repo: {} for repo in repositories}
     tags_of: dict[str, dict[str, list[str]]] = {repo: {} for repo in repositories}
     repo_tags: dict[str, list[Tag]] = {repo: [] for repo in repositories}
+    dangling: dict[str, list[str]] = {repo: [] for repo in repositories}
     for r in resolved:
         if r.manifest is None:
+            # evaluate plans it only with settings.untag (docs/decisions.md, "Untag")
             walker._warn(
-                f"{r.repository}:{r.tag} is listed but its manifest is gone (a dangling tag); "
-                "it is left alone"
+                f"{r.repository}:{r.tag} is listed but its manifest is gone (a dangling tag)"
             )
+            dangling[r.repository].append(r.tag)
             continue
         by_repo[r.repository][r.manifest.digest] = r.manifest
         tags_of[r.repository].setdefault(r.manifest.digest, []).append(r.tag)
@@ -646,6 +650,7 @@ def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:
             name=repo,
             tags=tuple(sorted(repo_tags[repo], key=lambda t: t.name)),
             images=tuple(sorted(images_of[repo].values(), key=lambda i: i.digest)),
+            dangling_tags=tuple(sorted(dangling[repo])),
         )
         for repo in repositories
     ]

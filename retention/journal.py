@@ -22,12 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from retention.errors import JournalError, LockHeld
 from retention.files import fsync_dir, try_lock, unlock
 from retention.state import journal_dir
 from retention.text import TIME_FORMAT, format_time
+from retention.urls import registry_key
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +54,6 @@ def _parse_time(text: str, where: str) -> datetime:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def redact_url(url: str) -> str:
-    """`url` normalised for comparing and storing: no userinfo, query or fragment, no default
-    port, no trailing slash, scheme and host in lower case."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    port = parts.port
-    if (scheme, port) in (("http", 80), ("https", 443)):
-        port = None
-    netloc = f"{host}:{port}" if port else host
-    return urlunsplit((scheme, netloc.lower(), parts.path.rstrip("/"), "", ""))
 
 
 def default_journal_path(registry_url: str, plan_sha256: str, env: Mapping[str, str]) -> Path:
@@ -314,7 +300,7 @@ class Journal:
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self.path = Path(path)
-        self.registry = redact_url(registry)
+        self.registry = registry_key(registry)
         self._clock = clock
         self._lock = threading.Lock()
         self._fd: int | None = None
@@ -364,7 +350,7 @@ class Journal:
         return self
 
     def _check_registry(self, found: str | None) -> None:
-        if found is not None and redact_url(found) != self.registry:
+        if found is not None and registry_key(found) != self.registry:
             raise JournalError(
                 f"journal {self.path} belongs to registry {found}, not {self.registry}",
                 hint="pass --journal PATH to use another journal file",

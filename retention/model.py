@@ -1,6 +1,6 @@
 """PURE inventory values: what a registry holds, as frozen dataclasses.
 
-An `Inventory` is built by `inventory.py` (or loaded from JSON) and read by `evaluate.py`.
+An `Inventory` is built by `inventory.py` (or loaded from JSON) and read by `evaluate/`.
 Nothing here talks to a registry or reads the clock.
 """
 
@@ -33,7 +33,7 @@ class Blob:
 class Image:
     """One manifest in one repository, tagged or not (an index's platform manifests are here too).
 
-    `created` is the effective creation time by the DESIGN §2 rules (None = unknown);
+    `created` is the effective creation time (retention/inventory.py, `_created`; None = unknown);
     `created_raw` is the config's own `created` text, kept so `explain` can say why it was ignored.
     `blobs` are the config and layer blobs this manifest references (not child manifests);
     `size` is manifest + config + layers, and for an index also its children's sizes.
@@ -75,12 +75,17 @@ class TagEvent:
 
 @dataclass(frozen=True, slots=True)
 class Repository:
-    """A repository's tags and every manifest reachable from them, both sorted for determinism."""
+    """A repository's tags and every manifest reachable from them, both sorted for determinism.
+
+    `dangling_tags` are listed by the registry but their manifest is gone (a registry killed
+    mid-DELETE leaves them): sorted names, in no `Tag`, since they point at nothing there is.
+    """
 
     name: str
     tags: tuple[Tag, ...]
     images: tuple[Image, ...]
     history: tuple[TagEvent, ...] = ()  # sorted by (tag, at, digest); empty from the API
+    dangling_tags: tuple[str, ...] = ()
     _by_digest: Mapping[str, Image] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -115,7 +120,7 @@ class Inventory:
         repeats them (`outside_grammar`)."""
         return tuple(sorted(w for w in self.warnings if w.endswith(_LEFT_ALONE)))
 
-    def to_json(self) -> dict[str, Any]:
+    def to_document(self) -> dict[str, Any]:
         return {
             "format_version": 1,
             "registry": self.registry,
@@ -127,7 +132,7 @@ class Inventory:
         }
 
     @classmethod
-    def from_json(cls, doc: Any) -> Inventory:
+    def from_document(cls, doc: Any) -> Inventory:
         """Parse a saved inventory; raises InventoryError naming the first bad field.
 
         Every field is type-checked here: the file is user input (`plan --from-inventory`), and a
@@ -158,6 +163,8 @@ def _repository_json(r: Repository) -> dict[str, Any]:
     }
     if r.history:  # storage inventories only: API inventories stay as they were
         doc["history"] = [[e.tag, e.digest, _precise(e.at)] for e in r.history]
+    if r.dangling_tags:  # written only when there are some: older files and readers agree
+        doc["dangling_tags"] = list(r.dangling_tags)
     return doc
 
 
@@ -261,12 +268,20 @@ def _inventory_from(doc: Any) -> Inventory:
             if at is None or not isinstance(h[0], str) or not is_tag(h[0]):
                 raise _Bad(f"{where}.history[{hi}]: expected [tag, digest, time]")
             history.append(TagEvent(h[0], _digest(h[1], f"{where}.history[{hi}]"), at))
+        dangling = _get(r, "dangling_tags", where, list, default=[])
+        listed = {t.name for t in tags}
+        for di, tag in enumerate(dangling):
+            if not isinstance(tag, str) or not is_tag(tag):
+                raise _Bad(f"{where}.dangling_tags[{di}]: invalid tag name {str(tag)[:140]!r}")
+            if tag in listed:  # a tag resolves to a manifest or it does not: never both
+                raise _Bad(f"{where}.dangling_tags[{di}]: {tag!r} is in tags too")
         repos.append(
             Repository(
                 name=name,
                 tags=tuple(sorted(tags, key=lambda t: t.name)),
                 images=tuple(sorted(images, key=lambda i: i.digest)),
                 history=tuple(sorted(history, key=lambda e: (e.tag, e.at, e.digest))),
+                dangling_tags=tuple(sorted(set(dangling))),
             )
         )
     return Inventory(

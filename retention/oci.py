@@ -32,7 +32,8 @@ SCHEMA1_TYPES = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED})
 IMAGE_CONFIG_TYPES = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 
 # Every manifest request sends all four: a narrower set makes distribution 2.8 answer 404 for an
-# OCI index or convert the manifest to another digest (registry-facts §1.5).
+# OCI index or convert the manifest to another digest (docs/registries.md, "distribution (the
+# CNCF registry) 2.x").
 MANIFEST_ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 
 CREATED_ANNOTATION = "org.opencontainers.image.created"
@@ -64,11 +65,14 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def digest_of(data: bytes, algorithm: str = "sha256") -> str:
-    """The digest of `data` in the given algorithm (sha256 or sha512)."""
-    if algorithm not in ("sha256", "sha512"):
-        raise ProtocolError(f"unsupported digest algorithm {algorithm!r}")
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+def digest_matches(data: bytes, digest: str) -> bool:
+    """True when `digest` is a well-formed sha256 or sha512 digest of exactly `data`: the two
+    registered algorithms of the OCI image spec (descriptor.md, "Digests"). The one check of
+    "do these bytes hash to this digest" (retention/storage.py still has its own)."""
+    if not is_digest(digest):
+        return False
+    algorithm, _, hexpart = digest.partition(":")
+    return hashlib.new(algorithm, data).hexdigest() == hexpart
 
 
 def cosign_subject(tag: str) -> str | None:
@@ -273,7 +277,7 @@ def parse_created(value: str | None) -> datetime | None:
     """An RFC 3339 timestamp as an aware UTC datetime, or None when it says nothing.
 
     None for a missing or unparseable value and for any time on 0001-01-01 or 1970-01-01 UTC,
-    which reproducible builds stamp (DESIGN §2).
+    which reproducible builds stamp (SOURCE_DATE_EPOCH=0, reproducible-builds.org).
     """
     if not value:
         return None

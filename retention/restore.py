@@ -151,7 +151,7 @@ def restore(
 
 def _restore_one(client: RegistryPort, intent: IntentRecord, failed: set[Key]) -> RestoreOutcome:
     repo, digest = intent.key
-    if oci.sha256_digest(intent.raw) != digest and oci.digest_of(intent.raw, "sha512") != digest:
+    if not oci.digest_matches(intent.raw, digest):
         return RestoreOutcome(
             intent, "failed", reason="the journal's copy does not match its digest"
         )

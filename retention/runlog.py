@@ -98,7 +98,7 @@ class HistoryRecord:
     def duration_seconds(self) -> float:
         return max(0.0, (as_utc(self.finished_at) - as_utc(self.started_at)).total_seconds())
 
-    def to_json(self) -> dict[str, Any]:
+    def to_document(self) -> dict[str, Any]:
         o = self.outcome
         gc: dict[str, Any] | None = None
         if o is not None and o.gc_command is not None:
@@ -140,7 +140,7 @@ class HistoryRecord:
         }
 
     @classmethod
-    def from_json(cls, doc: Any) -> HistoryRecord:
+    def from_document(cls, doc: Any) -> HistoryRecord:
         """Parse one history line; ScheduleError naming the problem when it is not a record."""
         try:
             if doc["format_version"] != 1:
@@ -208,7 +208,7 @@ def append_history(path: str | os.PathLike[str], record: HistoryRecord) -> None:
     fragment never merges with a record.
     """
     target = Path(path)
-    line = json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")) + "\n"
+    line = json.dumps(record.to_document(), sort_keys=True, separators=(",", ":")) + "\n"
     data = line.encode("utf-8")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,7 @@ def read_history(path: str | os.PathLike[str]) -> list[HistoryRecord]:
         if not line.strip():
             continue
         try:
-            records.append(HistoryRecord.from_json(json.loads(line)))
+            records.append(HistoryRecord.from_document(json.loads(line)))
         except (ValueError, ScheduleError) as exc:
             last = number == len(lines)  # no newline after it: the write never finished
             log.warning(

@@ -225,8 +225,9 @@ def sha256_of(plan: Plan) -> str:
 def _policy_check(
     policy: Policy, plan: Plan
 ) -> tuple[dict[tuple[str, str], str], frozenset[tuple[str, str]]]:
-    """Invariant 8: the plan's deletions the policy keeps now, each with its reason; and the
-    untagged manifests its untagged rules own now (apply accepts only those untagged entries).
+    """The plan's deletions the policy keeps now, each with its reason (docs/decisions.md,
+    "Apply against the policy"); and the untagged manifests its untagged rules own now (apply
+    accepts only those untagged entries).
 
     The policy is evaluated again at the wall clock on a fresh inventory of the repositories the
     plan deletes in (tags and manifests by tag are fetched again; index children and configs come

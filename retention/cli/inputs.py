@@ -41,7 +41,7 @@ def read_inventory(path: str) -> Inventory:
             f"{path}: cannot read the inventory: {exc}", hint=_SAVE_INVENTORY
         ) from exc
     try:
-        return Inventory.from_json(doc)
+        return Inventory.from_document(doc)
     except InventoryError as exc:  # say which file: a plan passed by mistake is the usual case
         raise InventoryError(f"{path}: {exc.message}", hint=_SAVE_INVENTORY) from exc
 

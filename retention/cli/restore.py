@@ -14,11 +14,12 @@ from retention.cli.exits import ExitCode
 from retention.cli.inputs import read_policy
 from retention.cli.render import short_ref
 from retention.errors import UsageError
-from retention.journal import JournalState, read_journal, redact_url
+from retention.journal import JournalState, read_journal
 from retention.policy.model import RegistryConfig
 from retention.registry.client import RegistryClient
 from retention.restore import GC_HINT, RestoreOutcome, restore, select
 from retention.text import message, untrusted
+from retention.urls import registry_key
 from retention.workflow import client_options
 
 
@@ -118,9 +119,9 @@ def _client_for(
     if policy_path is None or not (args.policy or Path(policy_path).is_file()):
         return RegistryConfig(url=registry), {}
     policy = read_policy(policy_path, args)
-    if redact_url(policy.registry.url) != redact_url(registry):
+    if registry_key(policy.registry.url) != registry_key(registry):
         raise UsageError(
-            f"policy {policy_path} is for {redact_url(policy.registry.url)}, but the journal "
+            f"policy {policy_path} is for {registry_key(policy.registry.url)}, but the journal "
             f"is for {registry}",
             hint="pass -p with a policy for the journal's registry",
         )

@@ -2,7 +2,8 @@
 
 `api` (the port and its values) · `client` (the endpoints) · `transport` (session, TLS, deadlines,
 retries, redirects) · `deadlines` (the watchdog) · `auth` (challenges, tokens, Authenticator) ·
-`credentials` (policy, docker config, helpers) · `listing` (pagination) · `urls` (redaction).
+`credentials` (policy, docker config, helpers) · `listing` (pagination). URL redaction and
+comparison are pure and live in `retention.urls`.
 """
 
 from retention.registry.api import (
@@ -14,7 +15,6 @@ from retention.registry.api import (
     RunDeadline,
 )
 from retention.registry.client import RegistryClient
-from retention.registry.urls import redact_url, registry_key
 
 __all__ = [
     "FetchedManifest",
@@ -24,6 +24,4 @@ __all__ = [
     "RegistryPort",
     "RetryPolicy",
     "RunDeadline",
-    "redact_url",
-    "registry_key",
 ]

@@ -25,8 +25,8 @@ from retention.registry.transport import (
     error,
     error_details,
 )
-from retention.registry.urls import origin, redact_url, shown_url
 from retention.text import untrusted
+from retention.urls import origin, redact_url, shown_url
 
 CATALOG_SCOPE = "registry:catalog:*"
 

@@ -33,8 +33,8 @@ from retention.registry.transport import (
     error,
     raise_for,
 )
-from retention.registry.urls import normalise_url, shown_url
 from retention.text import untrusted
+from retention.urls import normalise_url, shown_url
 
 __all__ = [
     "USER_AGENT",
@@ -299,13 +299,13 @@ class RegistryClient:
                 raise ProtocolError(
                     f"{where}: malformed Docker-Content-Digest", url=shown_url(resp.url)
                 )
-            if oci.digest_of(raw, header.split(":", 1)[0]) != header:
+            if not oci.digest_matches(raw, header):
                 raise ProtocolError(
                     f"{where}: Docker-Content-Digest {header} does not match the body "
                     f"received ({digest})",
                     url=shown_url(resp.url),
                 )
-        if oci.is_digest(reference) and oci.digest_of(raw, reference.split(":", 1)[0]) != reference:
+        if oci.is_digest(reference) and not oci.digest_matches(raw, reference):
             raise ProtocolError(
                 f"{where}: the body received hashes to {digest}", url=shown_url(resp.url)
             )
@@ -335,7 +335,7 @@ class RegistryClient:
         )
         if resp.status != 200:
             raise_for(resp, f"blob {repo}@{digest}")
-        if oci.digest_of(resp.body, digest.split(":", 1)[0]) != digest:
+        if not oci.digest_matches(resp.body, digest):
             raise ProtocolError(
                 f"blob {repo}@{digest}: the body received does not hash to its digest",
                 url=shown_url(resp.url),
@@ -384,7 +384,7 @@ class RegistryClient:
         self._check_repo(repo)
         self._check_reference(reference)
         digest = oci.sha256_digest(raw)
-        if oci.is_digest(reference) and oci.digest_of(raw, reference.split(":", 1)[0]) != reference:
+        if oci.is_digest(reference) and not oci.digest_matches(raw, reference):
             raise RegistryError(f"manifest bytes do not hash to {reference}; not uploaded")
         if len(raw) > MANIFEST_MAX_BYTES:
             raise RegistryError(f"manifest of {len(raw)} bytes is larger than the 4 MiB limit")

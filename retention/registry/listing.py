@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 from retention import oci
 from retention.errors import ProtocolError
 from retention.registry.transport import Response, error_details, raise_for
-from retention.registry.urls import shown_url, with_query
+from retention.urls import shown_url, with_query
 
 # The client's logger: `--verbose` lines keep the name they have always had.
 logger = logging.getLogger("retention.registry.client")

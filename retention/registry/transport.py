@@ -25,8 +25,8 @@ from retention.errors import AuthError, ProtocolError, RegistryError, TransportE
 from retention.policy.model import Tls
 from retention.registry.api import RetryPolicy, RunDeadline
 from retention.registry.deadlines import Watchdog, WatchedAdapter, sending
-from retention.registry.urls import origin, shown_url
 from retention.text import untrusted
+from retention.urls import origin, shown_url
 
 # The client's logger: `--verbose` lines keep the name they have always had.
 logger = logging.getLogger("retention.registry.client")

@@ -72,7 +72,8 @@ def compare_with_api(
 
     found: list[Disagreement] = []
     for repo, api_tags in zip(inventory.repositories, answers, strict=True):
-        stored = {t.name for t in repo.tags}
+        # a dangling tag is listed by both (its folder stays, its manifest is gone)
+        stored = {t.name for t in repo.tags} | set(repo.dangling_tags)
         api = set(api_tags or ())
         for tag in sorted(stored ^ api):
             seen = _second_look(files, repo.name, tag, tag in api, clock())

@@ -72,6 +72,7 @@ class _Repository:
         self.current: dict[str, str | None] = {}  # tag -> digest now (None: dangling)
         self.history: list[TagEvent] = []
         self.revisions: dict[str, float] = {}  # digest -> its revision link's mtime
+        self.dangling: list[str] = []  # tags whose manifest is gone
 
     def read_layout(self) -> None:
         files = self.files
@@ -138,9 +139,9 @@ class _Repository:
         for tag, digest in sorted(self.current.items()):
             if digest is None or digest not in manifests:
                 self.warnings.append(
-                    f"{self.name}:{tag} is listed but its manifest is gone (a dangling tag); "
-                    "it is left alone"
+                    f"{self.name}:{tag} is listed but its manifest is gone (a dangling tag)"
                 )
+                self.dangling.append(tag)  # planned only with settings.untag
                 continue
             tags.append(Tag(tag, digest))
             tags_of.setdefault(digest, []).append(tag)
@@ -216,5 +217,6 @@ def read_repository(files: Files, blobs: Blobs, name: str) -> Read:
         tags=tuple(tags),
         images=images,
         history=tuple(sorted(reading.history, key=lambda e: (e.tag, e.at, e.digest))),
+        dangling_tags=tuple(reading.dangling),
     )
     return Read(repository, tuple(reading.warnings))

@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -25,27 +26,44 @@ from tests.support.applykit import load, make_plan, manifest_exists, write_polic
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _setup(
-    registry: RegistryProcess, pusher: Pusher, prefix: str, tmp_path: Path
-) -> tuple[Path, Path, Pushed]:
+class Planned(NamedTuple):
+    """A saved plan that deletes `old` (and keeps a newer image), and the policy it came from."""
+
+    plan_file: Path
+    policy_path: Path
+    old: Pushed
+
+
+@pytest.fixture
+def planned(registry: RegistryProcess, pusher: Pusher, repo_prefix: str, tmp_path: Path) -> Planned:
     now = datetime.now(UTC)
-    old = pusher.push_image(f"{prefix}/app", "old", created=now - timedelta(days=9))
-    pusher.push_image(f"{prefix}/app", "new", created=now - timedelta(days=1))
-    policy_path = write_policy(tmp_path / "p.yaml", registry.url, prefix)
-    plan = make_plan(load(policy_path), prefix)
+    old = pusher.push_image(f"{repo_prefix}/app", "old", created=now - timedelta(days=9))
+    pusher.push_image(f"{repo_prefix}/app", "new", created=now - timedelta(days=1))
+    policy_path = write_policy(tmp_path / "p.yaml", registry.url, repo_prefix)
+    plan = make_plan(load(policy_path), repo_prefix)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(plan_mod.to_json(replace(plan, policy_path=str(policy_path))))
-    return plan_file, policy_path, old
+    return Planned(plan_file, policy_path, old)
+
+
+def _module(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m retention ARGS` from the checkout, without a terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "retention", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_without_a_terminal_apply_needs_yes(
-    registry: RegistryProcess,
-    pusher: Pusher,
-    repo_prefix: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    registry: RegistryProcess, planned: Planned, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan_file, _, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    plan_file, _, old = planned
     assert cli.main(["apply", str(plan_file), "--journal", str(tmp_path / "j")]) == 1
     err = capsys.readouterr().err
     assert "stdin is not a terminal" in err and "pass --yes" in err
@@ -55,15 +73,14 @@ def test_without_a_terminal_apply_needs_yes(
 @pytest.mark.parametrize(("answer", "code"), [("no\n", 1), ("\n", 1), ("yes\n", 0)])
 def test_on_a_terminal_apply_asks_first(
     registry: RegistryProcess,
-    pusher: Pusher,
-    repo_prefix: str,
+    planned: Planned,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     answer: str,
     code: int,
 ) -> None:
-    plan_file, _, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    plan_file, _, old = planned
     monkeypatch.setattr(console, "stdin_is_tty", lambda: True)
     monkeypatch.setattr(sys, "stdin", io.StringIO(answer))
 
@@ -81,13 +98,9 @@ def test_on_a_terminal_apply_asks_first(
 
 
 def test_apply_waits_for_no_one_while_a_scheduler_holds_the_policy_lock(
-    registry: RegistryProcess,
-    pusher: Pusher,
-    repo_prefix: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    registry: RegistryProcess, planned: Planned, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan_file, policy_path, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    plan_file, policy_path, old = planned
     with acquire_lock(lock_path_for(str(policy_path), os.environ), purpose="schedule run"):
         assert cli.main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]) == 1
     err = capsys.readouterr().err
@@ -99,13 +112,9 @@ def test_apply_waits_for_no_one_while_a_scheduler_holds_the_policy_lock(
 
 
 def test_apply_honours_the_lock_a_scheduler_was_given(
-    registry: RegistryProcess,
-    pusher: Pusher,
-    repo_prefix: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    registry: RegistryProcess, planned: Planned, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan_file, _, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    plan_file, _, old = planned
     lock = tmp_path / "shared.lock"  # as in `retention schedule --lock PATH`
     argv = ["apply", str(plan_file), "--yes", "--lock", str(lock), "--journal", str(tmp_path / "j")]
     with acquire_lock(lock, purpose="schedule run"):
@@ -115,13 +124,9 @@ def test_apply_honours_the_lock_a_scheduler_was_given(
 
 
 def test_a_rerun_reports_the_earlier_run_and_exits_0(
-    registry: RegistryProcess,
-    pusher: Pusher,
-    repo_prefix: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    registry: RegistryProcess, planned: Planned, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan_file, _, _ = _setup(registry, pusher, repo_prefix, tmp_path)
+    plan_file, _, _ = planned
     args = ["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]
     assert cli.main(args) == 0
     capsys.readouterr()
@@ -132,15 +137,11 @@ def test_a_rerun_reports_the_earlier_run_and_exits_0(
 
 
 def test_a_plan_made_as_of_a_past_date_applies_at_once(
-    registry: RegistryProcess,
-    pusher: Pusher,
-    repo_prefix: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    registry: RegistryProcess, planned: Planned, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`plan --as-of` is when the policy is evaluated, not when the inventory was taken: the plan
     is seconds old, so apply does not refuse it as a year old (its age is from generated_at)."""
-    _, policy_path, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    _, policy_path, old = planned
     plan_file = tmp_path / "as-of.json"
     # 36 h ago: past the 24 h plan age, and the newer image (a day old) is then only 12 h ahead,
     # within the slack for clock skew (a date further ahead would be an unknown age)
@@ -162,13 +163,9 @@ def test_a_plan_made_as_of_a_past_date_applies_at_once(
 
 
 def test_refusals_say_what_to_do(
-    registry: RegistryProcess,
-    pusher: Pusher,
-    repo_prefix: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    registry: RegistryProcess, planned: Planned, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan_file, policy_path, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    plan_file, policy_path, old = planned
     plan = plan_mod.from_json(plan_file.read_bytes(), "plan.json")
     aged = tmp_path / "aged.json"
     aged.write_text(
@@ -197,45 +194,23 @@ def test_refusals_say_what_to_do(
 
 
 def test_a_changed_policy_is_warned_about(
-    registry: RegistryProcess,
-    pusher: Pusher,
-    repo_prefix: str,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    registry: RegistryProcess, planned: Planned, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    plan_file, policy_path, _ = _setup(registry, pusher, repo_prefix, tmp_path)
+    plan_file, policy_path, _ = planned
     policy_path.write_text(policy_path.read_text() + "# edited after the plan\n")
     assert cli.main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]) == 0
     assert f"policy {policy_path} changed since the plan was made" in capsys.readouterr().err
 
 
 def test_apply_in_a_real_subprocess(
-    registry: RegistryProcess, pusher: Pusher, repo_prefix: str, tmp_path: Path
+    registry: RegistryProcess, planned: Planned, tmp_path: Path
 ) -> None:
-    plan_file, _, old = _setup(registry, pusher, repo_prefix, tmp_path)
+    plan_file, _, old = planned
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
-    done = subprocess.run(
-        [sys.executable, "-m", "retention", "apply", str(plan_file)],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _module(["apply", str(plan_file)], env)
     assert done.returncode == 1 and "pass --yes" in done.stderr  # no terminal, no --yes
-    done = subprocess.run(
-        [sys.executable, "-m", "retention", "apply", str(plan_file), "--yes"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _module(["apply", str(plan_file), "--yes"], env)
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""  # apply writes no data, only its summary on stderr
     journals = list((tmp_path / "state" / "retention" / "journal").glob("127.0.0.1_*-*.jsonl"))

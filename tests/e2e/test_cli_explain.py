@@ -25,6 +25,13 @@ def _run(
     return code, out, err
 
 
+def _explained(capsys: pytest.CaptureFixture[str], scene: Scene, target: str) -> list[str]:
+    """The lines `explain TARGET` prints, once it has exited 0."""
+    code, out, _ = _run(capsys, scene, target)
+    assert code == 0
+    return out.splitlines()
+
+
 def test_every_tag_of_a_repository_with_rule_rank_age_and_reason(
     scene: Scene, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -71,9 +78,7 @@ def test_every_tag_of_a_repository_with_rule_rank_age_and_reason(
 
 
 def test_a_tag_no_rule_selects(scene: Scene, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, scene, f"{scene.prefix}/other:x")
-    assert code == 0
-    assert out.splitlines() == [
+    assert _explained(capsys, scene, f"{scene.prefix}/other:x") == [
         f"{scene.prefix}/other:x  {_short(scene.other.digest)}  50 days  (no rule)",
         "    kept: no rule selects this tag",
     ]
@@ -82,9 +87,7 @@ def test_a_tag_no_rule_selects(scene: Scene, capsys: pytest.CaptureFixture[str])
 def test_repo_colon_tag_explains_that_tag_alone(
     scene: Scene, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = _run(capsys, scene, f"{scene.web}:main-3")
-    assert code == 0
-    assert out.splitlines() == [
+    assert _explained(capsys, scene, f"{scene.web}:main-3") == [
         f"{scene.web}:main-3  {_short(scene.main3.digest)}  50 days  (rule web, rank 4)",
         "    deleted: rank 4 > 1 and 50 days old >= 7d",
     ]
@@ -126,14 +129,11 @@ def test_an_unknown_name_is_an_error_not_a_traceback(
 def test_a_reference_pasted_with_the_registry_host_works(
     scene: Scene, registry: RegistryProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = _run(capsys, scene, f"{registry.host}/{scene.web}:main-3")
-    assert code == 0
-    assert out.splitlines()[0] == (
+    assert _explained(capsys, scene, f"{registry.host}/{scene.web}:main-3")[0] == (
         f"{scene.web}:main-3  {_short(scene.main3.digest)}  50 days  (rule web, rank 4)"
     )
-    code, out, _ = _run(capsys, scene, f"{registry.host}/{scene.prefix}/other")
-    assert code == 0
-    assert out.splitlines()[1] == "    kept: no rule selects this tag"
+    lines = _explained(capsys, scene, f"{registry.host}/{scene.prefix}/other")
+    assert lines[1] == "    kept: no rule selects this tag"
 
 
 def test_explain_from_a_saved_inventory_needs_no_registry(

@@ -102,7 +102,7 @@ def test_json_loads_back_into_an_inventory(
     scene: Scene, registry: RegistryProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(_inventory(scene, "--format", "json")) == 0
-    inventory = Inventory.from_json(json.loads(capsys.readouterr().out))
+    inventory = Inventory.from_document(json.loads(capsys.readouterr().out))
     assert inventory.registry == registry.url
     assert inventory.complete is False  # narrowed by --repository
     found = {(r.name, t.name): t.digest for r in inventory.repositories for t in r.tags}

@@ -9,7 +9,7 @@ import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -67,14 +67,24 @@ def _scene(pusher: Pusher) -> dict[str, Pushed]:
     }
 
 
-def test_the_storage_plan_says_so_and_adds_only_untagged_kept_entries(
-    fresh_registry: RegistryProcess,
-    fresh_pusher: Pusher,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+class Stored(NamedTuple):
+    """`_scene` in a registry of the test's own, and a policy that reads its storage (RULES)."""
+
+    scene: dict[str, Pushed]
+    policy: Path
+
+
+@pytest.fixture
+def stored(fresh_registry: RegistryProcess, fresh_pusher: Pusher, tmp_path: Path) -> Stored:
     scene = _scene(fresh_pusher)
     policy = _policy(tmp_path, fresh_registry.url, fresh_registry.storage_dir, RULES)
+    return Stored(scene, policy)
+
+
+def test_the_storage_plan_says_so_and_adds_only_untagged_kept_entries(
+    stored: Stored, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scene, policy = stored
     storage = _plan(capsys, "-p", str(policy))
     api = _plan(capsys, "-p", str(policy), "--inventory-source", "api")
     assert storage["inventory_source"] == "storage"
@@ -92,11 +102,11 @@ def test_the_storage_plan_says_so_and_adds_only_untagged_kept_entries(
 def test_bytes_are_exact_garbage_collection_frees_what_the_storage_plan_says(
     fresh_registry: RegistryProcess,
     fresh_pusher: Pusher,
+    stored: Stored,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    scene = _scene(fresh_pusher)
-    policy = _policy(tmp_path, fresh_registry.url, fresh_registry.storage_dir, RULES)
+    scene, policy = stored
     api = _plan(capsys, "-p", str(policy), "--inventory-source", "api")
     plan_file = tmp_path / "plan.json"
     assert main(["plan", "-p", str(policy), "-o", str(plan_file), "-q"]) == 0
@@ -120,13 +130,9 @@ def test_bytes_are_exact_garbage_collection_frees_what_the_storage_plan_says(
 
 
 def test_inventory_from_the_storage_lists_untagged_revisions_in_json(
-    fresh_registry: RegistryProcess,
-    fresh_pusher: Pusher,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    stored: Stored, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    scene = _scene(fresh_pusher)
-    policy = _policy(tmp_path, fresh_registry.url, fresh_registry.storage_dir, RULES)
+    scene, policy = stored
     assert main(["inventory", "-p", str(policy), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["source"] == "storage"

@@ -317,6 +317,8 @@ def test_a_second_process_finds_the_lock_held_and_exits_1(
 ) -> None:
     policy = write(tmp_path / "p.yaml", policy_text("http://127.0.0.1:9", "x"))
     lock = tmp_path / "p.lock"
+    once = ["schedule", "-p", policy, "--once", "--lock", str(lock)]
+    once += ["--history", str(tmp_path / "h.jsonl")]
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -334,17 +336,7 @@ def test_a_second_process_finds_the_lock_held_and_exits_1(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        second = retention(
-            "schedule",
-            "-p",
-            policy,
-            "--once",
-            "--lock",
-            str(lock),
-            "--history",
-            str(tmp_path / "h.jsonl"),
-            env=env,
-        )
+        second = retention(*once, env=env)
         _, err = second.communicate(timeout=60)
         assert second.returncode == 1
         assert f"error: another retention run holds the lock {lock}" in err
@@ -357,17 +349,7 @@ def test_a_second_process_finds_the_lock_held_and_exits_1(
         assert holder.stdout is not None
         holder.stdout.close()
     # released with its process: the next run gets it (and fails only at the unreachable registry)
-    third = retention(
-        "schedule",
-        "-p",
-        policy,
-        "--once",
-        "--lock",
-        str(lock),
-        "--history",
-        str(tmp_path / "h.jsonl"),
-        env=env,
-    )
+    third = retention(*once, env=env)
     _, err = third.communicate(timeout=120)
     assert "holds the lock" not in err
     assert [r.status for r in read_history(tmp_path / "h.jsonl")] == ["skipped", "failed"]

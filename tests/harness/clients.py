@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tests.harness.registry import tool_binary
+from tests.harness.seed import OCI_CONFIG, OCI_LAYER, descriptor, image_manifest
 
 __all__ = ["Client", "ClientError", "cosign", "oras", "regctl", "write_oci_layout"]
 
@@ -138,22 +139,10 @@ def write_oci_layout(
     layer_digest, layer_size = _blob(layout, layer)
     config_digest, config_size = _blob(layout, config)
     manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": config_size,
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": layer_digest,
-                    "size": layer_size,
-                }
-            ],
-        },
+        image_manifest(
+            descriptor(OCI_CONFIG, config_digest, config_size),
+            [descriptor(OCI_LAYER, layer_digest, layer_size)],
+        ),
         sort_keys=True,
     ).encode()
     manifest_digest, manifest_size = _blob(layout, manifest)

@@ -17,17 +17,15 @@ import re
 import socket
 import ssl
 import struct
-import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Literal
 from urllib.parse import urlsplit
 
 from tests.harness.certs import CertPair
+from tests.harness.loopback import LoopbackServer, QuietHandler, QuietServer, Recorder
 
 __all__ = [
     "Exchange",
@@ -112,12 +110,15 @@ class Fault:
         return re.search(self.path, path) is not None
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """A proxy on 127.0.0.1 forwarding to `upstream` (an http:// base URL).
 
     Use as a context manager. `url` is the base URL clients use; `add()` scripts faults;
     `requests` lists what came in.
     """
+
+    name = "faultproxy"
+    server_class = QuietServer
 
     def __init__(
         self, upstream: str, *, tls: CertPair | None = None, host: str = "127.0.0.1"
@@ -125,64 +126,17 @@ class FaultProxy:
         parts = urlsplit(upstream)
         if parts.scheme != "http" or not parts.hostname or parts.port is None:
             raise ValueError(f"upstream must be http://host:port, not {upstream!r}")
-        self.upstream_host = parts.hostname
-        self.upstream_port = parts.port
-        self.tls = tls
         if host not in ("127.0.0.1", "127.0.0.2"):
             raise ValueError("the fault proxy binds to 127.0.0.1 or 127.0.0.2 only")
-        self.host = host
-        self._lock = threading.Lock()
+        super().__init__(host=host, tls=tls)
+        self.upstream_host = parts.hostname
+        self.upstream_port = parts.port
         self._faults: list[Fault] = []
-        self._records: list[RecordedRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._records: Recorder[RecordedRequest] = Recorder()
+        self._lock = self._records.lock
 
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        server = _QuietServer((self.host, 0), _handler_for(self))
-        server.daemon_threads = True
-        if self.tls is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(self.tls.cert_path, self.tls.key_path)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="faultproxy"
-        )
-        self._thread.daemon = True
-        self._thread.start()
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() the proxy first"
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        scheme = "https" if self.tls is not None else "http"
-        return f"{scheme}://{self.host}:{self.port}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     # -- script and record ----------------------------------------------------------------------
 
@@ -194,12 +148,11 @@ class FaultProxy:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
-            self._records.clear()
+        self._records.clear()
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._records)
+        return self._records.items()
 
     def count(self, method: str, path: str) -> int:
         """How many requests matched `method` and the regex `path`."""
@@ -214,8 +167,7 @@ class FaultProxy:
             return None
 
     def _record(self, record: RecordedRequest) -> None:
-        with self._lock:
-            self._records.append(record)
+        self._records.append(record)
 
     # -- forwarding -----------------------------------------------------------------------------
 
@@ -232,22 +184,8 @@ class FaultProxy:
             conn.close()
 
 
-class _QuietServer(ThreadingHTTPServer):
-    """A client that hangs up mid-answer (a deadline, a body over its cap) is not an error."""
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
-
-
 def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
+    class Handler(QuietHandler):
         def _send(self, exchange: Exchange, *, head: bool, keep: int | None = None) -> None:
             self.send_response(exchange.status)
             has_length = False

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 from tests.harness.certs import CertPair, self_signed
 from tests.harness.faultproxy import Exchange, Fault, FaultProxy, RecordedRequest, Upstream
-from tests.harness.seed import Pusher, sha256_digest
+from tests.harness.loopback import LoopbackServer, QuietHandler, Recorder, Started
+from tests.harness.seed import (
+    OCI_CONFIG,
+    Pusher,
+    descriptor,
+    image_manifest,
+    sha256_digest,
+)
 
 __all__ = [
     "SCENARIOS",
@@ -58,43 +62,19 @@ class OtherHostRequest:
     authorization: str | None
 
 
-class OtherHost:
+class OtherHost(LoopbackServer):
     """An https server on 127.0.0.2 (its certificate in `cert`): `/token` issues a token (and
     records who asked), every other path answers 401 with `Bearer realm=<own /token>`."""
 
+    name = "other host"
+
     def __init__(self, folder: Path) -> None:
         self.cert: CertPair = self_signed(folder, "other-host", hosts=(OTHER_HOST,))
-        self._lock = threading.Lock()
-        self._records: list[OtherHostRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(host=OTHER_HOST, tls=self.cert)
+        self._records: Recorder[OtherHostRequest] = Recorder()
 
-    def start(self) -> None:
-        server = ThreadingHTTPServer((OTHER_HOST, 0), _other_handler(self))
-        server.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert.cert_path, self.cert.key_path)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="otherhost"
-        )
-        self._thread.daemon = True
-        self._thread.start()
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the other host first"
-        return f"https://{OTHER_HOST}:{self._server.server_address[1]}"
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _other_handler(self)
 
     @property
     def realm(self) -> str:
@@ -102,8 +82,7 @@ class OtherHost:
 
     @property
     def requests(self) -> list[OtherHostRequest]:
-        with self._lock:
-            return list(self._records)
+        return self._records.items()
 
     def authorizations(self) -> list[str]:
         """Every Authorization header the other host received."""
@@ -113,17 +92,11 @@ class OtherHost:
         return [r for r in self.requests if r.path.startswith("/token")]
 
     def _record(self, record: OtherHostRequest) -> None:
-        with self._lock:
-            self._records.append(record)
+        self._records.append(record)
 
 
 def _other_handler(host: OtherHost) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
+    class Handler(QuietHandler):
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             if length:
@@ -173,7 +146,7 @@ def _deep(status: int, content_type: str = "application/json") -> Exchange:
     return Exchange(status, (("Content-Type", content_type),), deep_json())
 
 
-class HostileRegistry:
+class HostileRegistry(Started):
     """A hostile front of the real registry at `upstream` (http://127.0.0.1:PORT).
 
     `url` is the registry the client is given; `other` the other host (started on first use).
@@ -185,16 +158,10 @@ class HostileRegistry:
         self.folder = folder
         self._other: OtherHost | None = None
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
         self.proxy.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.proxy.close()
         if self._other is not None:
             self._other.close()
@@ -253,29 +220,32 @@ def _drip(
     return faults
 
 
-def _drip_headers(
-    h: HostileRegistry,
-    path: str = ".*",
-    interval: float = 0.5,
-    method: str | None = None,
-    after: int = 0,
-    answer: Exchange | None = None,
-) -> list[Fault]:
+def _dripping(part: Literal["headers", "body"], doc: str) -> Callable[..., list[Fault]]:
+    """The scenario builder that drips `part` (what `doc` says)."""
+
+    def build(
+        h: HostileRegistry,
+        path: str = ".*",
+        interval: float = 0.5,
+        method: str | None = None,
+        after: int = 0,
+        answer: Exchange | None = None,
+    ) -> list[Fault]:
+        return _drip(part, path, method, interval, after, answer)
+
+    build.__doc__ = doc
+    return build
+
+
+_drip_headers = _dripping(
+    "headers",
     """The real answer (or `answer`, never forwarded), its status line and headers sent one byte
-    per `interval`, to requests matching `method` and `path` after the first `after`."""
-    return _drip("headers", path, method, interval, after, answer)
-
-
-def _drip_body(
-    h: HostileRegistry,
-    path: str = ".*",
-    interval: float = 0.5,
-    method: str | None = None,
-    after: int = 0,
-    answer: Exchange | None = None,
-) -> list[Fault]:
-    """The real answer (or `answer`), headers at once and its body one byte per `interval`."""
-    return _drip("body", path, method, interval, after, answer)
+    per `interval`, to requests matching `method` and `path` after the first `after`.""",
+)
+_drip_body = _dripping(
+    "body",
+    """The real answer (or `answer`), headers at once and its body one byte per `interval`.""",
+)
 
 
 def _deep_manifest(h: HostileRegistry, repo: str) -> list[Fault]:
@@ -291,50 +261,32 @@ def _deep_manifest(h: HostileRegistry, repo: str) -> list[Fault]:
     return [Fault("respond", _manifests(repo), "GET", times=None, handler=answer)]
 
 
+def _deep_status(path: str, method: str, status: int) -> Fault:
+    """Requests matching `method` and `path` answer `status` with a deeply nested JSON body."""
+    return Fault(
+        "status",
+        path,
+        method,
+        times=None,
+        status=status,
+        body=deep_json(),
+        headers={"Content-Type": "application/json"},
+    )
+
+
 def _deep_tags(h: HostileRegistry, repo: str) -> list[Fault]:
     """tags/list answers a deeply nested body."""
-    path = rf"^/v2/{re.escape(repo)}/tags/list"
-    return [
-        Fault(
-            "status",
-            path,
-            "GET",
-            times=None,
-            status=200,
-            body=deep_json(),
-            headers={"Content-Type": "application/json"},
-        )
-    ]
+    return [_deep_status(rf"^/v2/{re.escape(repo)}/tags/list", "GET", 200)]
 
 
 def _deep_error(h: HostileRegistry, repo: str, status: int = 400) -> list[Fault]:
     """Manifest GETs and HEADs answer an error status with a deeply nested body."""
-    return [
-        Fault(
-            "status",
-            _manifests(repo),
-            "GET",
-            times=None,
-            status=status,
-            body=deep_json(),
-            headers={"Content-Type": "application/json"},
-        )
-    ]
+    return [_deep_status(_manifests(repo), "GET", status)]
 
 
 def _deep_delete(h: HostileRegistry, repo: str, status: int = 400) -> list[Fault]:
     """DELETEs of manifests answer an error status with a deeply nested body."""
-    return [
-        Fault(
-            "status",
-            _manifests(repo),
-            "DELETE",
-            times=None,
-            status=status,
-            body=deep_json(),
-            headers={"Content-Type": "application/json"},
-        )
-    ]
+    return [_deep_status(_manifests(repo), "DELETE", status)]
 
 
 def _deep_token(h: HostileRegistry) -> list[Fault]:
@@ -348,15 +300,7 @@ def _deep_token(h: HostileRegistry) -> list[Fault]:
         return Exchange(401, (("WWW-Authenticate", f'Bearer realm="{realm}",service="h"'),))
 
     return [
-        Fault(
-            "status",
-            r"^/token",
-            "GET",
-            times=None,
-            status=200,
-            body=deep_json(),
-            headers={"Content-Type": "application/json"},
-        ),
+        _deep_status(r"^/token", "GET", 200),
         Fault("respond", r"^/v2/", None, times=None, handler=gate),
     ]
 
@@ -389,22 +333,10 @@ def push_deep_config_image(pusher: Pusher, repo: str, tag: str, depth: int = 500
     layer = b"hostile layer"
     layer_digest = pusher.push_blob(repo, layer)
     manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest,
-                    "size": len(layer),
-                }
-            ],
-        }
+        image_manifest(
+            descriptor(OCI_CONFIG, config_digest, len(config)),
+            [descriptor("application/vnd.oci.image.layer.v1.tar", layer_digest, len(layer))],
+        )
     ).encode()
     digest = pusher.push_manifest(repo, tag, manifest, "application/vnd.oci.image.manifest.v1+json")
     assert digest == sha256_digest(manifest)

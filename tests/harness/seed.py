@@ -21,12 +21,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Literal, Self, overload
+from typing import Any, Literal, overload
 from urllib.parse import urljoin
 
 import requests
 from requests.auth import AuthBase
+
+from tests.harness.loopback import Closing
 
 __all__ = [
     "DOCKER_CONFIG",
@@ -49,6 +50,8 @@ __all__ = [
     "Pushed",
     "Pusher",
     "cosign_tag",
+    "descriptor",
+    "image_manifest",
     "list_tags",
     "make_layer",
     "pull_complete",
@@ -108,6 +111,18 @@ class PushError(RuntimeError):
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def descriptor(media_type: str, digest: str, size: int) -> dict[str, Any]:
+    """An OCI content descriptor (image-spec descriptor.md): media type, digest, size."""
+    return {"mediaType": media_type, "digest": digest, "size": size}
+
+
+def image_manifest(
+    config: dict[str, Any], layers: list[dict[str, Any]], media_type: str = OCI_MANIFEST
+) -> dict[str, Any]:
+    """An image manifest document (schema version 2) of `config` and `layers` descriptors."""
+    return {"schemaVersion": 2, "mediaType": media_type, "config": config, "layers": layers}
 
 
 def _json(obj: Any) -> bytes:
@@ -367,7 +382,7 @@ class _Image:
         return sha256_digest(self.manifest)
 
 
-class Pusher:
+class Pusher(Closing):
     """Pushes tiny images through the registry API (one `requests.Session`; close it).
 
     Content is random unless `seed` is given: a seeded Pusher (or a `seed=` per call) builds the
@@ -382,17 +397,6 @@ class Pusher:
 
     def close(self) -> None:
         self._session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- low level ------------------------------------------------------------------------------
 
@@ -519,19 +523,13 @@ class Pusher:
         config_bytes = _json(config)
         media_type = OCI_MANIFEST if oci else DOCKER_MANIFEST
         layer_type = OCI_LAYER if oci else DOCKER_LAYER
-        manifest: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": media_type,
-            "config": {
-                "mediaType": OCI_CONFIG if oci else DOCKER_CONFIG,
-                "digest": sha256_digest(config_bytes),
-                "size": len(config_bytes),
-            },
-            "layers": [
-                {"mediaType": layer_type, "digest": layer.digest, "size": layer.size}
-                for layer in layers
-            ],
-        }
+        manifest = image_manifest(
+            descriptor(
+                OCI_CONFIG if oci else DOCKER_CONFIG, sha256_digest(config_bytes), len(config_bytes)
+            ),
+            [descriptor(layer_type, layer.digest, layer.size) for layer in layers],
+            media_type,
+        )
         if annotations:
             manifest["annotations"] = dict(annotations)
         return _Image(
@@ -750,24 +748,10 @@ class Pusher:
             }
         )
         signature = base64.b64encode(rng.randbytes(64)).decode()
+        layer = descriptor(layer_type, sha256_digest(payload), len(payload))
+        layer["annotations"] = {"dev.cosignproject.cosign/signature": signature}
         manifest = _json(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {
-                    "mediaType": OCI_CONFIG,
-                    "digest": sha256_digest(config),
-                    "size": len(config),
-                },
-                "layers": [
-                    {
-                        "mediaType": layer_type,
-                        "digest": sha256_digest(payload),
-                        "size": len(payload),
-                        "annotations": {"dev.cosignproject.cosign/signature": signature},
-                    }
-                ],
-            }
+            image_manifest(descriptor(OCI_CONFIG, sha256_digest(config), len(config)), [layer])
         )
         self.push_blob(repo, payload)
         config_digest = self.push_blob(repo, config)
@@ -813,24 +797,12 @@ class Pusher:
         created_text = _created_value(created)
         if created_text is not None:
             annotation_map.setdefault(CREATED_KEY, created_text)
-        manifest_doc: dict[str, Any] = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "artifactType": artifact_type,
-            "config": {"mediaType": OCI_EMPTY, "digest": EMPTY_DIGEST, "size": len(EMPTY_JSON)},
-            "layers": [
-                {
-                    "mediaType": "application/octet-stream",
-                    "digest": sha256_digest(data),
-                    "size": len(data),
-                }
-            ],
-            "subject": {
-                "mediaType": subject_type,
-                "digest": subject_digest,
-                "size": subject_size,
-            },
-        }
+        manifest_doc = image_manifest(
+            descriptor(OCI_EMPTY, EMPTY_DIGEST, len(EMPTY_JSON)),
+            [descriptor("application/octet-stream", sha256_digest(data), len(data))],
+        )
+        manifest_doc["artifactType"] = artifact_type
+        manifest_doc["subject"] = descriptor(subject_type, subject_digest, subject_size)
         if annotation_map:
             manifest_doc["annotations"] = annotation_map
         manifest = _json(manifest_doc)

@@ -20,10 +20,9 @@ import threading
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import jwt
@@ -31,6 +30,7 @@ import requests
 from requests.auth import AuthBase
 
 from tests.harness.certs import CertPair, self_signed
+from tests.harness.loopback import LoopbackServer, QuietHandler, Recorder
 
 __all__ = ["MintingAuth", "TokenRequestRecord", "TokenServer"]
 
@@ -60,13 +60,15 @@ def _split_scope(scope: str) -> tuple[str, str, tuple[str, ...]] | None:
     return kind, name, tuple(a for a in actions.split(",") if a)
 
 
-class TokenServer:
+class TokenServer(LoopbackServer):
     """Issues registry tokens. Use as a context manager, or `start()` / `close()`.
 
     `users` maps user → password (Basic auth on GET, `grant_type=password` on POST). `acl` maps
     user (or `ANONYMOUS`) → the actions granted on every repository; the extra action `catalog`
     grants `registry:catalog:*`. A user without an acl entry gets every action.
     """
+
+    name = "token server"
 
     def __init__(
         self,
@@ -80,6 +82,7 @@ class TokenServer:
         refresh_tokens: Mapping[str, str] | None = None,
         folder: Path | None = None,
     ) -> None:
+        super().__init__()
         self.users = dict(users)
         self.acl = {k: frozenset(v) for k, v in (acl or {}).items()}
         self.service = service
@@ -90,55 +93,23 @@ class TokenServer:
         self._tmp = None if folder is not None else tempfile.TemporaryDirectory()
         self.folder = folder if folder is not None else Path(self._tmp.name)  # type: ignore[union-attr]
         self.signer: CertPair = self_signed(self.folder, "token-signer")
+        self._records: Recorder[TokenRequestRecord] = Recorder()
+        self._issued: Recorder[str] = Recorder()
         self._lock = threading.Lock()
-        self._records: list[TokenRequestRecord] = []
-        self._issued: list[str] = []
         self._expire_next = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="tokenserver"
-        )
-        self._thread.daemon = True
-        self._thread.start()
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        super().close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- addresses and registry config ----------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() the token server first"
-        return int(self._server.server_address[1])
 
     @property
     def realm(self) -> str:
@@ -161,8 +132,7 @@ class TokenServer:
 
     @property
     def requests(self) -> list[TokenRequestRecord]:
-        with self._lock:
-            return list(self._records)
+        return self._records.items()
 
     def scopes_asked(self) -> list[tuple[str, ...]]:
         return [r.scopes for r in self.requests]
@@ -170,12 +140,10 @@ class TokenServer:
     @property
     def issued(self) -> list[str]:
         """Every token value handed out over HTTP (for leak checks)."""
-        with self._lock:
-            return list(self._issued)
+        return self._issued.items()
 
     def clear(self) -> None:
-        with self._lock:
-            self._records.clear()
+        self._records.clear()
 
     def expire_next(self, count: int = 1) -> None:
         """The next `count` tokens are issued already expired (beyond distribution's 60 s
@@ -238,8 +206,7 @@ class TokenServer:
             if expired:
                 self._expire_next -= 1
         token = self._sign(self._grant(user, scopes), user or "anonymous", expired=expired)
-        with self._lock:
-            self._issued.append(token)
+        self._issued.append(token)
         return {
             "token": token,
             "access_token": token,
@@ -248,8 +215,7 @@ class TokenServer:
         }
 
     def _record(self, record: TokenRequestRecord) -> None:
-        with self._lock:
-            self._records.append(record)
+        self._records.append(record)
 
     def _check_basic(self, header: str | None) -> tuple[bool, str | None]:
         """(authenticated-or-anonymous, user); (False, None) for bad credentials."""
@@ -268,12 +234,7 @@ class TokenServer:
 
 
 def _handler_for(server: TokenServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
+    class Handler(QuietHandler):
         def _reply(self, status: int, doc: Mapping[str, Any]) -> None:
             body = json.dumps(doc).encode()
             self.send_response(status)

@@ -59,10 +59,14 @@ def test_two_applies_of_one_plan_at_once_delete_it_exactly_once(
     # every planned digest was deleted by one of the runs (both, when their DELETEs crossed in
     # the registry); the other found it gone, or skipped it once its index had gone
     for e in plan.deletions:
-        kinds = sorted(
-            next(o.kind for o in reports[i].outcomes if o.entry.digest == e.digest) for i in (1, 2)
+        outcomes = [
+            next(o for o in reports[i].outcomes if o.entry.digest == e.digest) for i in (1, 2)
+        ]
+        kinds = sorted(o.kind for o in outcomes)
+        assert "deleted" in kinds and set(kinds) <= {"deleted", "gone", "stale"}, (
+            e,
+            [(o.kind, o.reason) for o in outcomes],
         )
-        assert "deleted" in kinds and set(kinds) <= {"deleted", "gone", "stale"}, (e, kinds)
     assert len(deletes) <= 2 * len(plan.deletions)
     assert_plan_applied_exactly(registry.url, plan)
     assert_untouched(registry.url, scene.kept + scene.unplanned)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -84,20 +85,32 @@ EDITS: dict[str, Callable[[Plan, Scene], tuple[Plan, str]]] = {
 }
 
 
+class Planned(NamedTuple):
+    """The apply scene under the test's prefix, its policy and the plan made from it."""
+
+    scene: Scene
+    policy_path: Path
+    plan: Plan
+
+
+@pytest.fixture
+def planned(registry: RegistryProcess, pusher: Pusher, repo_prefix: str, tmp_path: Path) -> Planned:
+    scene = push_scene(pusher, repo_prefix)
+    policy_path = write_policy(tmp_path / "p.yaml", registry.url, repo_prefix)
+    return Planned(scene, policy_path, make_plan(load(policy_path), repo_prefix))
+
+
 @pytest.mark.parametrize("trust_kept_tags", [False, True], ids=["default", "no-verify-kept-tags"])
 @pytest.mark.parametrize("edit", sorted(EDITS))
 def test_an_edited_plan_never_deletes_what_is_kept(
     registry: RegistryProcess,
-    pusher: Pusher,
-    repo_prefix: str,
+    planned: Planned,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     edit: str,
     trust_kept_tags: bool,
 ) -> None:
-    scene = push_scene(pusher, repo_prefix)
-    policy_path = write_policy(tmp_path / "p.yaml", registry.url, repo_prefix)
-    plan = make_plan(load(policy_path), repo_prefix)
+    scene, policy_path, plan = planned
     edited, target = EDITS[edit](plan, scene)
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(plan_mod.to_json(edited))
@@ -130,16 +143,13 @@ def test_an_edited_plan_never_deletes_what_is_kept(
 )
 def test_a_plan_for_the_same_registry_spelled_differently_applies(
     registry: RegistryProcess,
-    pusher: Pusher,
-    repo_prefix: str,
+    planned: Planned,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     plan_url: str,
     policy_url: str,
 ) -> None:
-    scene = push_scene(pusher, repo_prefix)
-    policy_path = write_policy(tmp_path / "p.yaml", registry.url, repo_prefix)
-    plan = make_plan(load(policy_path), repo_prefix)
+    scene, policy_path, plan = planned
     spell = {"url": registry.url, "host": registry.host}
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(plan_mod.to_json(replace(plan, registry=plan_url.format(**spell))))

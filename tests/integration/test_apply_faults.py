@@ -16,7 +16,7 @@ from retention.cli import main
 from retention.errors import DeleteDisabledError, TransportError
 from retention.journal import read_journal
 from retention.plan import Plan
-from tests.harness.faultproxy import Fault, FaultProxy
+from tests.harness.faultproxy import Exchange, Fault, FaultProxy, Upstream
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pushed, Pusher, pull_complete
 from tests.integration.applyscene import push_scene
@@ -298,3 +298,37 @@ def test_deletion_disabled_gives_the_clear_error_and_deletes_nothing(
     assert 1 <= len(deletes) <= 4 and {e.status for e in deletes} == {405}  # stops at once
     assert {r: tags_of(fresh_registry.url, r) for r in (scene.app, scene.other)} == before
     assert_untouched(fresh_registry.url, scene.kept + scene.deleted)
+
+
+def test_a_delete_answered_500_counts_as_gone_only_when_the_manifest_is_gone(
+    fresh_registry: RegistryProcess, fresh_pusher: Pusher, tmp_path: Path
+) -> None:
+    """Two DELETEs of one digest that cross inside distribution: one answers 500 although the
+    manifest is gone (docs/decisions.md, "Concurrent DELETEs"). The proxy carries the DELETE out
+    and answers 500 for it; a 500 that was not carried out still fails the entry."""
+    images = _many(fresh_pusher, "team/app", 2)
+    policy = load(write_policy(tmp_path / "p.yaml", fresh_registry.url, "team"))
+    plan = make_plan(policy, "team")
+    first, second = sorted(e.digest for e in plan.deletions if e.parent is None)[:2]
+
+    def carried_out_then_500(_: object, upstream: Upstream) -> Exchange:
+        assert upstream().status == 202
+        return Exchange(500, (("Content-Type", "application/json"),), b'{"errors":[]}')
+
+    with FaultProxy(fresh_registry.url) as proxy:
+        proxy.add(Fault("respond", path=f"/manifests/{first}", method="DELETE", times=1,
+                        handler=carried_out_then_500))  # fmt: skip
+        proxy.add(Fault("status", path=f"/manifests/{second}", method="DELETE", times=1,
+                        status=500))  # fmt: skip
+        report = run_apply(policy, plan, tmp_path / "j.jsonl", url=proxy.url, concurrency=1)
+
+    kinds = {o.entry.digest: o.kind for o in report.outcomes}
+    assert (kinds[first], kinds[second]) == ("gone", "failed"), [
+        (o.kind, o.reason) for o in report.outcomes
+    ]
+    assert not manifest_exists(fresh_registry.url, "team/app", first)
+    assert manifest_exists(fresh_registry.url, "team/app", second)
+    again = run_apply(policy, plan, tmp_path / "j.jsonl")
+    assert again.complete, [(o.kind, o.reason) for o in again.outcomes]
+    assert_plan_applied_exactly(fresh_registry.url, plan, again)
+    assert_untouched(fresh_registry.url, [images[-1]])

@@ -61,6 +61,12 @@ def client(proxy: FaultProxy, sleeps: list[float]) -> Iterator[RegistryClient]:
         yield bound
 
 
+@pytest.fixture
+def v1(push_image: PushImage, unique_repo: str) -> Pushed:
+    """An image pushed to the test's repository as `v1`."""
+    return push_image(unique_repo, "v1")
+
+
 def _manifest_path(repo: str, ref: str) -> str:
     return rf"^/v2/{repo}/manifests/{ref}$"
 
@@ -69,29 +75,19 @@ def _manifest_path(repo: str, ref: str) -> str:
 
 
 def test_429_with_retry_after_seconds_waits_that_long(
-    client: RegistryClient,
-    proxy: FaultProxy,
-    sleeps: list[float],
-    push_image: PushImage,
-    unique_repo: str,
+    client: RegistryClient, proxy: FaultProxy, sleeps: list[float], v1: Pushed, unique_repo: str
 ) -> None:
-    pushed = push_image(unique_repo, "v1")
     path = _manifest_path(unique_repo, "v1")
     proxy.add(Fault("status", path, "HEAD", status=429, headers={"Retry-After": "3"}))
     ref = client.head_manifest(unique_repo, "v1")
-    assert ref is not None and ref.digest == pushed.digest
+    assert ref is not None and ref.digest == v1.digest
     assert sleeps == [3.0]
     assert proxy.count("HEAD", path) == 2
 
 
 def test_429_with_retry_after_http_date(
-    client: RegistryClient,
-    proxy: FaultProxy,
-    sleeps: list[float],
-    push_image: PushImage,
-    unique_repo: str,
+    client: RegistryClient, proxy: FaultProxy, sleeps: list[float], v1: Pushed, unique_repo: str
 ) -> None:
-    push_image(unique_repo, "v1")
     when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
     proxy.add(Fault("status", r"/tags/list", "GET", status=429, headers={"Retry-After": when}))
     assert client.list_tags(unique_repo) == ["v1"]
@@ -129,27 +125,21 @@ def test_5xx_bursts_are_retried_with_bounded_backoff(
     client: RegistryClient,
     proxy: FaultProxy,
     sleeps: list[float],
-    push_image: PushImage,
+    v1: Pushed,
     unique_repo: str,
 ) -> None:
-    pushed = push_image(unique_repo, "v1")
     path = _manifest_path(unique_repo, "v1")
     proxy.add(Fault("status", path, "GET", status=status, times=3))
     fetched = client.get_manifest(unique_repo, "v1")
-    assert fetched is not None and fetched.digest == pushed.digest
+    assert fetched is not None and fetched.digest == v1.digest
     assert proxy.count("GET", path) == 4
     # rand() is 0.5: retry n waits 0.75 * min(cap, base * 2**n)
     assert sleeps == pytest.approx([0.0075, 0.015, 0.03])
 
 
 def test_persistent_503_gives_up_after_the_attempts(
-    client: RegistryClient,
-    proxy: FaultProxy,
-    sleeps: list[float],
-    push_image: PushImage,
-    unique_repo: str,
+    client: RegistryClient, proxy: FaultProxy, sleeps: list[float], v1: Pushed, unique_repo: str
 ) -> None:
-    push_image(unique_repo, "v1")
     path = _manifest_path(unique_repo, "v1")
     proxy.add(
         Fault(
@@ -183,10 +173,9 @@ def test_no_retry_on_client_errors_or_500(
     client: RegistryClient,
     proxy: FaultProxy,
     sleeps: list[float],
-    push_image: PushImage,
+    v1: Pushed,
     unique_repo: str,
 ) -> None:
-    push_image(unique_repo, "v1")
     path = _manifest_path(unique_repo, "v1")
     proxy.add(Fault("status", path, "GET", status=status, times=None))
     with pytest.raises(error) as caught:
@@ -210,17 +199,12 @@ def test_404_is_none_without_retry(
 
 
 def test_connection_reset_is_retried(
-    client: RegistryClient,
-    proxy: FaultProxy,
-    sleeps: list[float],
-    push_image: PushImage,
-    unique_repo: str,
+    client: RegistryClient, proxy: FaultProxy, sleeps: list[float], v1: Pushed, unique_repo: str
 ) -> None:
-    pushed = push_image(unique_repo, "v1")
     path = _manifest_path(unique_repo, "v1")
     proxy.add(Fault("reset", path, "GET", times=2))
     fetched = client.get_manifest(unique_repo, "v1")
-    assert fetched is not None and fetched.digest == pushed.digest
+    assert fetched is not None and fetched.digest == v1.digest
     assert proxy.count("GET", path) == 3
     assert len(sleeps) == 2
 
@@ -262,14 +246,13 @@ def test_truncated_manifest_is_retried_never_returned(
 
 
 def test_truncated_blob_is_retried(
-    client: RegistryClient, proxy: FaultProxy, push_image: PushImage, unique_repo: str
+    client: RegistryClient, proxy: FaultProxy, v1: Pushed, unique_repo: str
 ) -> None:
-    pushed = push_image(unique_repo, "v1")
-    assert pushed.config_digest is not None
-    path = rf"/blobs/{pushed.config_digest}$"
+    assert v1.config_digest is not None
+    path = rf"/blobs/{v1.config_digest}$"
     proxy.add(Fault("truncate", path, "GET", keep=5))
-    blob = client.get_blob(unique_repo, pushed.config_digest)
-    assert oci.sha256_digest(blob) == pushed.config_digest
+    blob = client.get_blob(unique_repo, v1.config_digest)
+    assert oci.sha256_digest(blob) == v1.config_digest
     assert proxy.count("GET", path) == 2
 
 
@@ -278,58 +261,42 @@ def test_truncated_blob_is_retried(
 OTHER_DIGEST = "sha256:" + "ab" * 32
 
 
+def _digest_header(method: str | None, value: str | None) -> Fault:
+    """Every manifest answer to `method` (None: any) with its Docker-Content-Digest set to
+    `value` (None: removed)."""
+    return Fault(
+        "header",
+        r"/manifests/",
+        method,
+        times=None,
+        header_name="Docker-Content-Digest",
+        header_value=value,
+    )
+
+
 @pytest.mark.parametrize("by", ["tag", "digest"])
 def test_wrong_docker_content_digest_is_a_protocol_error(
-    by: str, client: RegistryClient, proxy: FaultProxy, push_image: PushImage, unique_repo: str
+    by: str, client: RegistryClient, proxy: FaultProxy, v1: Pushed, unique_repo: str
 ) -> None:
-    pushed = push_image(unique_repo, "v1")
-    ref = "v1" if by == "tag" else pushed.digest
-    proxy.add(
-        Fault(
-            "header",
-            r"/manifests/",
-            "GET",
-            times=None,
-            header_name="Docker-Content-Digest",
-            header_value=OTHER_DIGEST,
-        )
-    )
+    ref = "v1" if by == "tag" else v1.digest
+    proxy.add(_digest_header("GET", OTHER_DIGEST))
     with pytest.raises(ProtocolError, match="does not match the body"):
         client.get_manifest(unique_repo, ref)
 
 
 def test_head_by_digest_answered_for_another_digest_is_a_protocol_error(
-    client: RegistryClient, proxy: FaultProxy, push_image: PushImage, unique_repo: str
+    client: RegistryClient, proxy: FaultProxy, v1: Pushed, unique_repo: str
 ) -> None:
-    pushed = push_image(unique_repo, "v1")
-    proxy.add(
-        Fault(
-            "header",
-            r"/manifests/",
-            "HEAD",
-            times=None,
-            header_name="Docker-Content-Digest",
-            header_value=OTHER_DIGEST,
-        )
-    )
+    proxy.add(_digest_header("HEAD", OTHER_DIGEST))
     with pytest.raises(ProtocolError, match="answered for"):
-        client.head_manifest(unique_repo, pushed.digest)
+        client.head_manifest(unique_repo, v1.digest)
 
 
 def test_missing_docker_content_digest_trusts_the_computed_digest(
     client: RegistryClient, proxy: FaultProxy, push_image: PushImage, unique_repo: str
 ) -> None:
     pushed = push_image(unique_repo, "v1", kind="oci-index")
-    proxy.add(
-        Fault(
-            "header",
-            r"/manifests/",
-            None,
-            times=None,
-            header_name="Docker-Content-Digest",
-            header_value=None,
-        )
-    )
+    proxy.add(_digest_header(None, None))
     ref = client.head_manifest(unique_repo, "v1")
     assert ref is not None
     assert (ref.digest, ref.media_type, ref.size) == (
@@ -428,30 +395,20 @@ def test_oversized_manifest_is_refused(
 
 
 def test_delete_whose_answer_was_lost_is_done_when_the_retry_answers_404(
-    client: RegistryClient,
-    proxy: FaultProxy,
-    pusher: Pusher,
-    push_image: PushImage,
-    unique_repo: str,
+    client: RegistryClient, proxy: FaultProxy, pusher: Pusher, v1: Pushed, unique_repo: str
 ) -> None:
-    pushed = push_image(unique_repo, "v1")
-    path = _manifest_path(unique_repo, pushed.digest)
+    path = _manifest_path(unique_repo, v1.digest)
     proxy.add(Fault("drop_response", path, "DELETE"))
-    assert client.delete_manifest(unique_repo, pushed.digest) is False  # 404: already gone
+    assert client.delete_manifest(unique_repo, v1.digest) is False  # 404: already gone
     assert proxy.count("DELETE", path) == 2
     assert pusher.resolve(unique_repo, "v1") is None
 
 
 def test_delete_retried_on_503(
-    client: RegistryClient,
-    proxy: FaultProxy,
-    pusher: Pusher,
-    push_image: PushImage,
-    unique_repo: str,
+    client: RegistryClient, proxy: FaultProxy, pusher: Pusher, v1: Pushed, unique_repo: str
 ) -> None:
-    pushed = push_image(unique_repo, "v1")
     proxy.add(Fault("status", r"/manifests/sha256:", "DELETE", status=503))
-    assert client.delete_manifest(unique_repo, pushed.digest) is True
+    assert client.delete_manifest(unique_repo, v1.digest) is True
     assert pusher.resolve(unique_repo, "v1") is None
 
 
@@ -489,32 +446,26 @@ def test_delete_errors_are_mapped_and_never_retried(
     client: RegistryClient,
     proxy: FaultProxy,
     sleeps: list[float],
-    push_image: PushImage,
+    v1: Pushed,
     unique_repo: str,
 ) -> None:
-    pushed = push_image(unique_repo, "v1")
     proxy.add(
         Fault("status", r"/manifests/sha256:", "DELETE", status=status, body=body, times=None)
     )
     with pytest.raises(error, match=message) as caught:
-        client.delete_manifest(unique_repo, pushed.digest)
+        client.delete_manifest(unique_repo, v1.digest)
     assert type(caught.value) is error
     assert proxy.count("DELETE", r"/manifests/") == 1
     assert sleeps == []
 
 
 def test_put_manifest_is_retried_on_503(
-    client: RegistryClient,
-    proxy: FaultProxy,
-    pusher: Pusher,
-    push_image: PushImage,
-    unique_repo: str,
+    client: RegistryClient, proxy: FaultProxy, pusher: Pusher, v1: Pushed, unique_repo: str
 ) -> None:
-    pushed = push_image(unique_repo, "v1")
     proxy.add(Fault("status", r"/manifests/v2$", "PUT", status=503, times=2))
-    digest = client.put_manifest(unique_repo, "v2", pushed.manifest, pushed.media_type)
-    assert digest == pushed.digest
-    assert pusher.resolve(unique_repo, "v2") == pushed.digest
+    digest = client.put_manifest(unique_repo, "v2", v1.manifest, v1.media_type)
+    assert digest == v1.digest
+    assert pusher.resolve(unique_repo, "v2") == v1.digest
     assert proxy.count("PUT", r"/manifests/v2$") == 3
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from retention.cli import main
 from retention.journal import read_journal
-from retention.plan import from_json
+from retention.plan import Plan, from_json
 from tests.harness.hostile import HostileRegistry
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pusher
@@ -44,6 +45,21 @@ def _plan(hostile: HostileRegistry, prefix: str, tmp_path: Path) -> tuple[Path, 
     return policy, plan_file
 
 
+class Planned(NamedTuple):
+    """`_scene` under the test's prefix, planned through the hostile front (keep the newest)."""
+
+    policy: Path
+    plan_file: Path
+    plan: Plan
+
+
+@pytest.fixture
+def planned(hostile: HostileRegistry, pusher: Pusher, repo_prefix: str, tmp_path: Path) -> Planned:
+    _scene(pusher, repo_prefix)
+    policy, plan_file = _plan(hostile, repo_prefix, tmp_path)
+    return Planned(policy, plan_file, from_json(plan_file.read_bytes(), str(plan_file)))
+
+
 def _apply(policy: Path, plan_file: Path, journal: Path) -> int:
     return main(["apply", str(plan_file), "-p", str(policy), "--yes", "--journal", str(journal)])
 
@@ -51,14 +67,12 @@ def _apply(policy: Path, plan_file: Path, journal: Path) -> int:
 def test_a_202_that_deletes_nothing_is_a_failed_deletion(
     hostile: HostileRegistry,
     registry: RegistryProcess,
-    pusher: Pusher,
+    planned: Planned,
     repo_prefix: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _scene(pusher, repo_prefix)
-    policy, plan_file = _plan(hostile, repo_prefix, tmp_path)
-    plan = from_json(plan_file.read_bytes(), str(plan_file))
+    policy, plan_file, plan = planned
     assert len(plan.deletions) == 4
     hostile.enable("lying-delete", repo=f"{repo_prefix}/a")
     capsys.readouterr()
@@ -83,14 +97,12 @@ def test_a_202_that_deletes_nothing_is_a_failed_deletion(
 def test_a_delete_error_body_too_deep_to_parse_fails_only_that_entry(
     hostile: HostileRegistry,
     registry: RegistryProcess,
-    pusher: Pusher,
+    planned: Planned,
     repo_prefix: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _scene(pusher, repo_prefix)
-    policy, plan_file = _plan(hostile, repo_prefix, tmp_path)
-    plan = from_json(plan_file.read_bytes(), str(plan_file))
+    policy, plan_file, plan = planned
     hostile.enable("deep-json-delete", repo=f"{repo_prefix}/a", status=400)
     capsys.readouterr()
 

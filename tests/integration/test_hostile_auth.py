@@ -47,6 +47,13 @@ def _assert_nothing_reached_the_other_host(hostile: HostileRegistry, secret: str
         assert all(secret not in (r.authorization or "") for r in other.requests)
 
 
+def _pushed_config(pusher: Pusher, repo: str) -> str:
+    """Push `repo:v1`; the digest of its config blob (the blob the redirect tests ask for)."""
+    pushed = pusher.push_image(repo, "v1")
+    assert pushed.config_digest is not None
+    return pushed.config_digest
+
+
 @pytest.fixture
 def open_front(registry: RegistryProcess, tmp_path: Path) -> Iterator[HostileRegistry]:
     with HostileRegistry(registry.url, tmp_path / "hostile") as hostile:
@@ -59,11 +66,10 @@ def open_front(registry: RegistryProcess, tmp_path: Path) -> Iterator[HostileReg
 def test_a_redirect_target_challenge_is_never_answered(
     open_front: HostileRegistry, pusher: Pusher, unique_repo: str, auth: Auth | None
 ) -> None:
-    pushed = pusher.push_image(unique_repo, "v1")
-    assert pushed.config_digest is not None
+    config = _pushed_config(pusher, unique_repo)
     open_front.enable("redirect-blob-to-challenger", repo=unique_repo)
     with _client(open_front, auth) as client, pytest.raises(RedirectRefused) as caught:
-        client.get_blob(unique_repo, pushed.config_digest)
+        client.get_blob(unique_repo, config)
     text = caught.value.diagnostics()
     assert "redirect target https://127.0.0.2:" in text and "refused" in text
     _assert_nothing_reached_the_other_host(open_front, ALICE_PW)
@@ -74,14 +80,13 @@ def test_basic_auth_registry_redirect_target_401_is_refused(
 ) -> None:
     creds = (auth_registry.username, auth_registry.password)
     with Pusher(auth_registry.registry.url, auth=creds) as pusher:
-        pushed = pusher.push_image(unique_repo, "v1")
-    assert pushed.config_digest is not None
+        config = _pushed_config(pusher, unique_repo)
     with HostileRegistry(auth_registry.registry.url, tmp_path / "hostile") as hostile:
         hostile.enable("redirect-blob-to-challenger", repo=unique_repo)
         with _client(hostile, Auth(*creds)) as client:
             assert client.ping().auth_scheme == "basic"
             with pytest.raises(RedirectRefused):
-                client.get_blob(unique_repo, pushed.config_digest)
+                client.get_blob(unique_repo, config)
             # the registry itself still works with the same credentials
             assert client.list_tags(unique_repo) == ["v1"]
         _assert_nothing_reached_the_other_host(hostile, auth_registry.password)
@@ -100,13 +105,12 @@ def test_bearer_registry_redirect_target_401_gets_no_credentials_nor_token(
         Pusher(registry.url, auth=MintingAuth(server)) as pusher,
         HostileRegistry(registry.url, tmp_path / "hostile") as hostile,
     ):
-        pushed = pusher.push_image(unique_repo, "v1")
-        assert pushed.config_digest is not None
+        config = _pushed_config(pusher, unique_repo)
         hostile.enable("redirect-blob-to-challenger", repo=unique_repo)
         with _client(hostile, Auth("alice", ALICE_PW)) as client:
             assert client.ping().auth_scheme == "bearer"
             with pytest.raises(RedirectRefused):
-                client.get_blob(unique_repo, pushed.config_digest)
+                client.get_blob(unique_repo, config)
             assert client.list_tags(unique_repo) == ["v1"]
         _assert_nothing_reached_the_other_host(hostile, ALICE_PW)
         issued = set(server.issued)
@@ -120,25 +124,23 @@ def test_bearer_registry_redirect_target_401_gets_no_credentials_nor_token(
 def test_blob_head_redirect_to_another_host_never_carries_authorization(
     open_front: HostileRegistry, pusher: Pusher, unique_repo: str
 ) -> None:
-    pushed = pusher.push_image(unique_repo, "v1")
-    assert pushed.config_digest is not None
+    config = _pushed_config(pusher, unique_repo)
     open_front.enable("redirect-blob-to-challenger", repo=unique_repo)
     with _client(open_front, Auth("alice", ALICE_PW)) as client, pytest.raises(RedirectRefused):
-        client.blob_exists(unique_repo, pushed.config_digest)
+        client.blob_exists(unique_repo, config)
     _assert_nothing_reached_the_other_host(open_front, ALICE_PW)
 
 
 def test_the_redirect_target_in_the_error_is_escaped(
     open_front: HostileRegistry, pusher: Pusher, unique_repo: str
 ) -> None:
-    pushed = pusher.push_image(unique_repo, "v1")
-    assert pushed.config_digest is not None
+    config = _pushed_config(pusher, unique_repo)
     # U+202E's UTF-8 bytes: http.client reads headers as latin-1, so they arrive as
     # "\xe2\x80\xae", a C1 control among them
     rlo = "\u202e".encode().decode("latin-1")
     open_front.enable("redirect-blob-to-challenger", repo=unique_repo, suffix=f"/\x1b[2J{rlo}")
     with _client(open_front, None) as client, pytest.raises(RedirectRefused) as caught:
-        client.get_blob(unique_repo, pushed.config_digest)
+        client.get_blob(unique_repo, config)
     text = caught.value.diagnostics()
     assert "\x1b" not in text and "\x80" not in text and "\u202e" not in text
     assert "/\\x1b[2J" in text and "\\u202e" in text, text
@@ -148,9 +150,8 @@ def test_the_redirect_target_in_the_error_is_escaped(
 def test_a_location_that_is_not_utf8_is_a_clear_error(
     open_front: HostileRegistry, pusher: Pusher, unique_repo: str
 ) -> None:
-    pushed = pusher.push_image(unique_repo, "v1")
-    assert pushed.config_digest is not None
+    config = _pushed_config(pusher, unique_repo)
     open_front.enable("redirect-blob-to-challenger", repo=unique_repo, suffix="/\x9b")
     with _client(open_front, None) as client, pytest.raises(ProtocolError, match="not a UTF-8 URL"):
-        client.get_blob(unique_repo, pushed.config_digest)
+        client.get_blob(unique_repo, config)
     assert open_front.other.requests == []

@@ -67,6 +67,21 @@ def _push(pusher: Pusher, prefix: str, count: int = 2) -> str:
     return repo
 
 
+def _dripping_manifests(
+    hostile: HostileRegistry,
+    pusher: Pusher,
+    prefix: str,
+    tmp_path: Path,
+    scenario: str,
+    timeouts: str,
+) -> Path:
+    """Two images under `prefix` whose manifests drip (`scenario`), and a policy with
+    `timeouts`."""
+    repo = _push(pusher, prefix)
+    hostile.enable(scenario, path=rf"^/v2/{repo}/manifests/", interval=SLOW)
+    return _policy(hostile, prefix, tmp_path, timeouts)
+
+
 @pytest.mark.parametrize("scenario", ["drip-headers", "drip-body"])
 def test_plan_ends_by_the_request_deadline(
     hostile: HostileRegistry,
@@ -76,9 +91,7 @@ def test_plan_ends_by_the_request_deadline(
     capsys: pytest.CaptureFixture[str],
     scenario: str,
 ) -> None:
-    repo = _push(pusher, repo_prefix)
-    hostile.enable(scenario, path=rf"^/v2/{repo}/manifests/", interval=SLOW)
-    policy = _policy(hostile, repo_prefix, tmp_path, "{request: 2s}")
+    policy = _dripping_manifests(hostile, pusher, repo_prefix, tmp_path, scenario, "{request: 2s}")
     capsys.readouterr()
     code, took = _timed(["plan", "-p", str(policy), "--quiet"])
     err = capsys.readouterr().err
@@ -114,9 +127,8 @@ def test_plan_ends_by_the_run_deadline(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    repo = _push(pusher, repo_prefix)
-    hostile.enable("drip-body", path=rf"^/v2/{repo}/manifests/", interval=SLOW)
-    policy = _policy(hostile, repo_prefix, tmp_path, "{run: 3s}")  # request stays 120s
+    # request stays 120s
+    policy = _dripping_manifests(hostile, pusher, repo_prefix, tmp_path, "drip-body", "{run: 3s}")
     capsys.readouterr()
     code, took = _timed(["plan", "-p", str(policy), "--quiet"])
     err = capsys.readouterr().err
@@ -165,9 +177,7 @@ def test_a_scheduled_run_ends_and_releases_its_lock(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    repo = _push(pusher, repo_prefix)
-    hostile.enable("drip-body", path=rf"^/v2/{repo}/manifests/", interval=SLOW)
-    policy = _policy(hostile, repo_prefix, tmp_path, "{run: 3s}")
+    policy = _dripping_manifests(hostile, pusher, repo_prefix, tmp_path, "drip-body", "{run: 3s}")
     lock = tmp_path / "run.lock"
     argv = ["schedule", "-p", str(policy), "--once", "--lock", str(lock)]
     argv += ["--history", str(tmp_path / "h.jsonl")]

@@ -130,7 +130,7 @@ def test_second_walk_takes_configs_and_children_from_the_cache(
         second = _walk(registry, repo_prefix, cache)
     warm = _requests_of(registry, mark, repo, 4)
 
-    assert first.to_json()["repositories"] == second.to_json()["repositories"]
+    assert first.to_document()["repositories"] == second.to_document()["repositories"]
     # cold: tags/list + 2 tag GETs + 2 child GETs + 3 config GETs; warm: tags/list + 2 tag GETs
     # each walk also probes the referrers API once (404 on distribution)
     assert len(cold) == 9, [e.path for e in cold]

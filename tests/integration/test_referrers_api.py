@@ -37,6 +37,12 @@ def _scene(pusher: Pusher) -> dict[str, Pushed]:
     }
 
 
+@pytest.fixture
+def referred(fresh_pusher: Pusher) -> dict[str, Pushed]:
+    """`_scene` in a registry of the test's own."""
+    return _scene(fresh_pusher)
+
+
 def _plan(url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     policy = write_policy(tmp_path / "policy.yaml", url, "ref")
     out = tmp_path / "plan.json"
@@ -54,11 +60,11 @@ def _deleted(doc: dict[str, object]) -> dict[str, dict[str, object]]:
 
 def test_untagged_referrers_follow_their_subject_through_the_api(
     fresh_registry: RegistryProcess,
-    fresh_pusher: Pusher,
+    referred: dict[str, Pushed],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    s = _scene(fresh_pusher)
+    s = referred
     with FaultProxy(fresh_registry.url) as proxy:
         proxy.add(referrers_fault(fresh_registry))
         doc = _plan(proxy.url, tmp_path, capsys)
@@ -89,10 +95,11 @@ def test_untagged_referrers_follow_their_subject_through_the_api(
 def test_without_the_api_the_walk_asks_once_and_untagged_referrers_stay_unseen(
     fresh_registry: RegistryProcess,
     fresh_pusher: Pusher,
+    referred: dict[str, Pushed],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    s = _scene(fresh_pusher)
+    s = referred
     fresh_pusher.push_image("ref/other", "v1")
     with FaultProxy(fresh_registry.url) as proxy:
         doc = _plan(proxy.url, tmp_path, capsys)
@@ -122,14 +129,13 @@ def test_without_the_api_the_walk_asks_once_and_untagged_referrers_stay_unseen(
 )
 def test_a_referrers_answer_that_cannot_be_read_whole_fails_the_plan(
     fresh_registry: RegistryProcess,
-    fresh_pusher: Pusher,
+    referred: dict[str, Pushed],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     headers: dict[str, str],
     body: bytes,
     says: str,
 ) -> None:
-    _scene(fresh_pusher)
     with FaultProxy(fresh_registry.url) as proxy:
         answer = {"Content-Type": "application/vnd.oci.image.index.v1+json", **headers}
         proxy.add(Fault("status", path="/referrers/", status=200, headers=answer, body=body,

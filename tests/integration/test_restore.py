@@ -25,11 +25,13 @@ from tests.support.applykit import (
 )
 
 NOW = datetime.now(UTC)
+Deleted = tuple[dict[str, Pushed], Path, Path]
+"""The images by name, the apply's journal and the policy file (`_deleted_scene`)."""
 
 
 def _deleted_scene(
     registry: RegistryProcess, pusher: Pusher, tmp_path: Path, prefix: str
-) -> tuple[dict[str, Pushed], Path, Path]:
+) -> Deleted:
     repo = f"{prefix}/app"
     multi = pusher.push_image(
         repo, ["multi", "multi-1"], kind="oci-index", created=NOW - timedelta(days=9)
@@ -50,10 +52,19 @@ def _deleted_scene(
     return images, journal, policy_path
 
 
+@pytest.fixture
+def deleted(registry: RegistryProcess, pusher: Pusher, tmp_path: Path, repo_prefix: str) -> Deleted:
+    """`_deleted_scene` in the shared registry, under this test's prefix."""
+    return _deleted_scene(registry, pusher, tmp_path, repo_prefix)
+
+
 def test_restore_brings_back_a_multi_arch_and_a_signed_image_completely(
-    registry: RegistryProcess, pusher: Pusher, tmp_path: Path, repo_prefix: str
+    registry: RegistryProcess,
+    deleted: Deleted,
+    tmp_path: Path,
+    repo_prefix: str,
 ) -> None:
-    images, journal, _ = _deleted_scene(registry, pusher, tmp_path, repo_prefix)
+    images, journal, _ = deleted
     repo = f"{repo_prefix}/app"
     items = select(read_journal(journal))
     order = [i.digest for i in items]
@@ -80,11 +91,11 @@ def test_restore_brings_back_a_multi_arch_and_a_signed_image_completely(
 def test_restore_one_tag_leaves_the_rest_and_never_overwrites_a_newer_tag(
     registry: RegistryProcess,
     pusher: Pusher,
-    tmp_path: Path,
+    deleted: Deleted,
     repo_prefix: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    images, journal, policy_path = _deleted_scene(registry, pusher, tmp_path, repo_prefix)
+    images, journal, policy_path = deleted
     repo = f"{repo_prefix}/app"
     newer = pusher.push_image(repo, "multi-1", created=NOW)  # pushed again after the apply
 
@@ -123,12 +134,11 @@ def test_after_garbage_collection_restore_says_so(
 
 def test_restore_without_yes_and_without_a_terminal_restores_nothing(
     registry: RegistryProcess,
-    pusher: Pusher,
-    tmp_path: Path,
+    deleted: Deleted,
     repo_prefix: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    images, journal, policy_path = _deleted_scene(registry, pusher, tmp_path, repo_prefix)
+    images, journal, policy_path = deleted
     assert main(["restore", str(journal), "-p", str(policy_path)]) == 1
     assert "pass --yes" in capsys.readouterr().err
     assert not manifest_exists(registry.url, f"{repo_prefix}/app", images["multi"].digest)

@@ -137,7 +137,7 @@ def test_push_times_and_tag_history_come_from_the_link_files(
     assert pushed[seeded["latest1"].digest] <= pushed[seeded["latest3"].digest]  # type: ignore[operator]
     # a saved inventory keeps the new fields, to the microsecond (`created` is saved to the
     # second, as before)
-    again = Inventory.from_json(disk.to_json())
+    again = Inventory.from_document(disk.to_document())
     assert again.source == "storage"
     for a, b in zip(again.repositories, disk.repositories, strict=True):
         assert a.history == b.history

@@ -31,6 +31,7 @@ INVENTORY = inventory(
             image("K1", ago(5), platform="linux/amd64"),
             image("K2", ago(6), platform="linux/arm64"),
         ],
+        dangling=["ghost"],
     )
 )
 POLICY = policy(rule("r", last=1), protect=["latest"])
@@ -72,18 +73,26 @@ def _use(inv: Inventory) -> None:
 
 
 def test_the_saved_inventory_round_trips() -> None:
-    doc = json.loads(json.dumps(INVENTORY.to_json()))
-    assert Inventory.from_json(doc).to_json() == INVENTORY.to_json()
+    doc = json.loads(json.dumps(INVENTORY.to_document()))
+    assert Inventory.from_document(doc).to_document() == INVENTORY.to_document()
+
+
+def test_dangling_tags_are_saved_only_where_there_are_some() -> None:
+    """An inventory without dangling tags has the JSON it had before they were carried."""
+    assert INVENTORY.to_document()["repositories"][0]["dangling_tags"] == ["ghost"]
+    plain = inventory(repo("apps/api", {"a": "A"}, [image("A", ago(1))]))
+    assert "dangling_tags" not in plain.to_document()["repositories"][0]
+    assert Inventory.from_document(plain.to_document()) == plain
 
 
 def test_every_field_damaged_either_loads_cleanly_or_is_an_inventory_error() -> None:
-    doc = json.loads(json.dumps(INVENTORY.to_json()))
+    doc = json.loads(json.dumps(INVENTORY.to_document()))
     tried = 0
     for path in list(_paths(doc)):
         for value in [*WEIRD, _DELETE]:
             tried += 1
             try:
-                inv = Inventory.from_json(_mutated(doc, path, value))
+                inv = Inventory.from_document(_mutated(doc, path, value))
             except InventoryError:
                 continue
             _use(inv)  # anything else raised here fails the test, naming the path
@@ -103,6 +112,9 @@ def test_every_field_damaged_either_loads_cleanly_or_is_an_inventory_error() -> 
         (("repositories", 0, "images", 0, "size"), "big", "images[0].size: str where int"),
         (("repositories", 0, "images", 0, "size"), True, "images[0].size: bool where int"),
         (("complete",), "yes", "$.complete: str where bool"),
+        (("repositories", 0, "dangling_tags", 0), "../x", "dangling_tags[0]: invalid tag name"),
+        (("repositories", 0, "dangling_tags"), "ghost", "dangling_tags: str where list"),
+        (("repositories", 0, "dangling_tags", 0), "latest", "dangling_tags[0]: 'latest' is in"),
     ],
     ids=[
         "name-null",
@@ -115,19 +127,22 @@ def test_every_field_damaged_either_loads_cleanly_or_is_an_inventory_error() -> 
         "size-string",
         "size-bool",
         "complete-string",
+        "dangling-tag-invalid",
+        "dangling-tags-string",
+        "dangling-tag-also-listed",
     ],
 )
 def test_damage_is_named(path: tuple[Any, ...], value: Any, message: str) -> None:
-    doc = json.loads(json.dumps(INVENTORY.to_json()))
+    doc = json.loads(json.dumps(INVENTORY.to_document()))
     with pytest.raises(InventoryError) as caught:
-        Inventory.from_json(_mutated(doc, path, value))
+        Inventory.from_document(_mutated(doc, path, value))
     assert message in str(caught.value)
 
 
 def test_plan_from_a_damaged_inventory_is_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    doc = INVENTORY.to_json()
+    doc = INVENTORY.to_document()
     doc["repositories"][0]["images"][0]["blobs"] = "x"
     (tmp_path / "inv.json").write_text(json.dumps(doc))
     (tmp_path / "p.yaml").write_text(

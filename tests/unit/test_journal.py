@@ -18,8 +18,8 @@ from retention.journal import (
     default_journal_path,
     encode,
     read_journal,
-    redact_url,
 )
+from retention.urls import registry_key
 
 AT = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
 D1 = "sha256:" + "1" * 64
@@ -196,8 +196,8 @@ def test_registry_url_is_stored_without_credentials(tmp_path: Path) -> None:
     ],
     ids=["slash", "userinfo", "https-default-port", "http-default-port", "ipv6"],
 )
-def test_redact_url(url: str, expected: str) -> None:
-    assert redact_url(url) == expected
+def test_the_journal_stores_the_registry_key(url: str, expected: str) -> None:
+    assert registry_key(url) == expected
 
 
 @pytest.mark.parametrize(

@@ -522,4 +522,4 @@ def test_a_run_that_returns_with_an_error_is_failed_and_says_why(
     assert record.status == "failed" and record.error == error
     assert record.outcome is not None and record.outcome.error == error
     assert record.outcome.deleted == outcome.deleted
-    assert HistoryRecord.from_json(record.to_json()) == record
+    assert HistoryRecord.from_document(record.to_document()) == record

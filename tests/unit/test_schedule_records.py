@@ -84,7 +84,7 @@ def test_status_of(outcome: RunOutcome, status: str) -> None:
 
 
 def test_record_json_has_every_field_the_history_promises() -> None:
-    doc = record(1).to_json()
+    doc = record(1).to_document()
     assert doc["start"] == "2024-05-03T03:30:00+00:00"
     assert doc["end"] == "2024-05-03T03:30:42.500000+00:00"
     assert doc["duration_seconds"] == 42.5
@@ -113,14 +113,14 @@ def test_record_json_has_every_field_the_history_promises() -> None:
     ids=["full", "missed-ticks", "failed", "skipped"],
 )
 def test_record_round_trips_through_json(rec: HistoryRecord) -> None:
-    assert HistoryRecord.from_json(json.loads(json.dumps(rec.to_json()))) == rec
+    assert HistoryRecord.from_document(json.loads(json.dumps(rec.to_document()))) == rec
 
 
 def test_from_json_rejects_a_foreign_document() -> None:
     with pytest.raises(ScheduleError, match="not a run record"):
-        HistoryRecord.from_json({"hello": "world"})
+        HistoryRecord.from_document({"hello": "world"})
     with pytest.raises(ScheduleError, match="format_version"):
-        HistoryRecord.from_json({**record().to_json(), "format_version": 2})
+        HistoryRecord.from_document({**record().to_document(), "format_version": 2})
 
 
 # --- history ---------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def test_a_torn_last_line_is_skipped_and_the_next_append_starts_a_fresh_line(
 ) -> None:
     path = tmp_path / "history.jsonl"
     append_history(path, record(0))
-    whole = json.dumps(record(1).to_json())
+    whole = json.dumps(record(1).to_document())
     with path.open("ab") as fh:  # what a power cut in the middle of a write can leave
         fh.write(whole[: len(whole) // 2].encode())
     assert read_history(path) == [record(0)]
@@ -152,7 +152,7 @@ def test_a_torn_last_line_is_skipped_and_the_next_append_starts_a_fresh_line(
     append_history(path, record(2))
     assert read_history(path) == [record(0), record(2)]
     lines = path.read_bytes().split(b"\n")
-    assert json.loads(lines[2])["start"] == record(2).to_json()["start"]
+    assert json.loads(lines[2])["start"] == record(2).to_document()["start"]
 
 
 def test_a_history_cut_at_every_byte_yields_exactly_the_whole_records(tmp_path: Path) -> None:

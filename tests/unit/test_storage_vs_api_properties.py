@@ -23,7 +23,7 @@ from retention.model import Image, Inventory, Kind, Repository
 from retention.plan import Plan, to_document, to_json
 from retention.policy.model import Policy
 from tests.unit.evalkit import NOW, D, image, rule
-from tests.unit.test_evaluate_properties import BLOBS, COMMON, inventories, policies
+from tests.unit.evaluate.test_evaluate_properties import BLOBS, COMMON, inventories, policies
 
 EXTRA = [f"s{i}" for i in range(6)]  # manifests only the storage sees
 SETTLED = NOW - timedelta(days=40)  # push time of everything: past the one-hour floor

@@ -19,7 +19,7 @@ from retention.registry.client import USER_AGENT
 from retention.registry.listing import parse_link_next
 from retention.registry.transport import _proxies_for, backoff_delay, parse_retry_after
 from retention.registry.transport import error_details as _error_details
-from retention.registry.urls import normalise_url
+from retention.urls import normalise_url
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""The one `redact_url` and `registry_key` (retention/registry/urls.py): what they keep, what
+"""The one `redact_url` and `registry_key` (retention/urls.py): what they keep, what
 they drop. Pure; no registry."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retention.registry.urls import origin, redact_url, registry_key, shown_url, with_query
+from retention.urls import origin, redact_url, registry_key, shown_url, with_query
 
 REDACT = [
     pytest.param("http://127.0.0.1:5000/v2/", "http://127.0.0.1:5000/v2/", id="path-kept"),

@@ -15,7 +15,7 @@ from retention.model import Image, Inventory, Kind, Repository
 from retention.oci import cosign_subject
 from retention.policy.model import Policy
 from tests.unit.evalkit import NOW, D, image, rule
-from tests.unit.test_evaluate_properties import COMMON, POOL, inventories, policies
+from tests.unit.evaluate.test_evaluate_properties import COMMON, POOL, inventories, policies
 
 EXTRA = [f"u{i}" for i in range(6)]  # the untagged manifests a storage inventory adds
 

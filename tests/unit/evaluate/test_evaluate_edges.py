@@ -27,8 +27,8 @@ from tests.unit.evalkit import (
     rule,
     sig,
 )
-from tests.unit.test_evaluate import Case, _run
-from tests.unit.test_evaluate_properties import COMMON, inventories, policies
+from tests.unit.evaluate.test_evaluate import Case, _run
+from tests.unit.evaluate.test_evaluate_properties import COMMON, inventories, policies
 
 
 def fallback(name: str) -> str:
