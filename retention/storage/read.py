@@ -77,7 +77,7 @@ def take_storage_inventory(
     size = max(1, min(_CHUNK, len(names) // (4 * _cpus())))
     chunks = [names[i : i + size] for i in range(0, len(names), size)]
     workers = min(processes or _cpus(), max(1, concurrency), len(chunks))
-    if workers > 1 and threading.active_count() == 1:
+    if workers > 1 and _threads() == 1:
         reads, missing = _in_workers(files.root, chunks, workers, progress)
     else:
         # forking a process with other threads running can deadlock the child (a lock held
@@ -102,6 +102,15 @@ def take_storage_inventory(
         warnings=tuple(warnings),
         source="storage",
     )
+
+
+def _threads() -> int:
+    """The threads of this process, the operating system's count (a library's own threads
+    too, which `threading` does not see); `threading`'s where there is no /proc."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
 
 
 def _cpus() -> int:

@@ -482,3 +482,22 @@ def test_a_worker_process_that_dies_is_a_clear_error(
     with pytest.raises(StorageError, match="ended unexpectedly") as caught:
         _storage(fresh_registry.storage_dir, processes=2)
     assert "hint:" in caught.value.diagnostics()
+
+
+def test_threads_are_counted_by_the_system_and_without_proc_by_threading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert storage_read._threads() >= 2  # /proc/self/task: this thread and the other
+
+        def no_proc(path: str) -> list[str]:
+            raise FileNotFoundError(path)
+
+        monkeypatch.setattr(storage_read.os, "listdir", no_proc)
+        assert storage_read._threads() == threading.active_count() >= 2
+    finally:
+        release.set()
+        other.join()
