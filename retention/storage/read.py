@@ -69,8 +69,8 @@ def take_storage_inventory(
 
     Raises StorageError (nothing half-read is returned) for a missing, unreadable or damaged
     storage. `registry` is the URL the plan names; `plan` checks it is the same registry
-    (`compare_with_api`). `processes` caps the worker processes (default: the usable CPUs, at
-    most `concurrency`); 1 reads in this process.
+    (`compare_with_api`). `processes` is how many worker processes read it (default: one per
+    usable CPU), never more than `concurrency`; 1 reads it in this process.
     """
     files = Files(open_storage(root))
     names = [n for n in repositories(files) if select(n)]

@@ -501,3 +501,9 @@ def test_threads_are_counted_by_the_system_and_without_proc_by_threading(
     finally:
         release.set()
         other.join()
+
+
+def test_usable_cpus_without_affinity_are_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert storage_read._cpus() == len(os.sched_getaffinity(0))
+    monkeypatch.delattr(storage_read.os, "sched_getaffinity")  # as on macOS
+    assert storage_read._cpus() == (os.cpu_count() or 1)
