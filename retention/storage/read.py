@@ -14,6 +14,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -32,6 +33,7 @@ from retention.storage.repository import Read, read_repository
 log = logging.getLogger(__name__)
 
 _CHUNK = 16  # repositories per task at most: small enough to share the work out evenly
+_ORPHAN_CHECK_SECONDS = 0.5
 
 
 def repositories(files: Files) -> list[str]:
@@ -140,11 +142,20 @@ _reader: tuple[Files, Blobs] | None = None  # a worker's own, made by _start onc
 def _start(root: str) -> None:
     global _reader
     # Ctrl-C and SIGTERM (sent to the whole process group) are the parent's to handle: it
-    # stops the pool, or lets the read finish; a worker whose parent is gone reads EOF and ends
+    # stops the pool, or lets the read finish; a worker whose parent is gone ends itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_end_with, args=(os.getppid(),), daemon=True).start()
     files = Files(root)
     _reader = (files, Blobs(files))
+
+
+def _end_with(parent: int) -> None:
+    """End this worker once its parent is gone (killed): nothing else would, as the other
+    workers hold the other ends of its pipes, so no read of them ever sees the end."""
+    while os.getppid() == parent:
+        time.sleep(_ORPHAN_CHECK_SECONDS)
+    os._exit(1)
 
 
 def _task(names: list[str]) -> bytes:

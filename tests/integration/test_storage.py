@@ -8,6 +8,9 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -507,3 +510,57 @@ def test_usable_cpus_without_affinity_are_the_cpu_count(monkeypatch: pytest.Monk
     assert storage_read._cpus() == len(os.sched_getaffinity(0))
     monkeypatch.delattr(storage_read.os, "sched_getaffinity")  # as on macOS
     assert storage_read._cpus() == (os.cpu_count() or 1)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # ended meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie has ended
+
+
+def test_workers_end_when_their_parent_is_killed(
+    fresh_registry: RegistryProcess, seeded: dict[str, Pushed]
+) -> None:
+    # a parent killed mid-read (SIGKILL, the out-of-memory killer) must not leave its workers
+    # blocked forever on pipes the other workers hold open
+    script = (
+        "import time\n"
+        "from datetime import UTC, datetime\n"
+        "from retention.storage import read\n"
+        "read.read_repository = lambda *args: time.sleep(120)\n"
+        f"read.take_storage_inventory({str(fresh_registry.storage_dir)!r}, "
+        "registry='http://127.0.0.1:1', now=datetime.now(UTC), processes=2)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 30
+        workers = _children(parent.pid)
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = _children(parent.pid)
+        assert len(workers) == 2, "the two worker processes did not start"
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [w for w in workers if _running(w)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)  # stop what the test started, then fail
+    assert not left, f"worker processes {left} outlived their parent"
