@@ -27,7 +27,7 @@ from retention.apply import (
     untagged_owned,
 )
 from retention.cache import DigestCache
-from retention.errors import InventoryError, UsageError
+from retention.errors import InventoryError, RegistryError, UsageError
 from retention.evaluate import evaluate
 from retention.gc import run_gc, untagged_warnings
 from retention.inventory import Progress, Shard, take_inventory
@@ -47,6 +47,7 @@ from retention.storage import (
     take_storage_inventory,
     with_in_flight,
 )
+from retention.text import first_line
 
 # the logger `retention` as before the split: `--log-format json` lines name it
 log = logging.getLogger("retention")
@@ -177,7 +178,41 @@ def make_plan(
     )
     if chosen == "storage":
         inventory = _same_registry(policy, inventory)
-    return evaluate(policy, inventory, now), inventory
+    return with_untag_methods(policy, evaluate(policy, inventory, now)), inventory
+
+
+def with_untag_methods(policy: Policy, plan: Plan) -> Plan:
+    """`plan` with how apply removes a tag alone in each repository it untags in, probed once
+    per repository (`RegistryClient.probe_tag_delete`: a DELETE of a random tag, never a real
+    one): "delete-tag" where the registry deletes tags, else "throw-away". A probe the registry
+    refuses (no delete permission for this account, deletion disabled) plans "throw-away", which
+    works wherever a digest can be deleted, and says so in the plan's warnings."""
+    repositories = sorted({u.repository for u in plan.untags})
+    if not repositories:
+        return plan
+    methods: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    with RegistryClient(
+        policy.registry,
+        concurrency=policy.settings.concurrency,
+        env=os.environ,
+        **client_options(policy),
+    ) as client:
+        for repository in repositories:
+            try:
+                deletes_tags = client.probe_tag_delete(repository)
+            except RegistryError as exc:
+                deletes_tags = False
+                warnings.append(
+                    f"{repository}: whether the registry deletes tags could not be probed "
+                    f"({first_line(exc.diagnostics())}); untags there use the throw-away method"
+                )
+            methods.append((repository, "delete-tag" if deletes_tags else "throw-away"))
+    for warning in warnings:
+        log.warning("%s", warning)
+    return dataclasses.replace(
+        plan, untag_methods=tuple(methods), warnings=(*plan.warnings, *warnings)
+    )
 
 
 def _same_registry(policy: Policy, inventory: Inventory) -> Inventory:
