@@ -388,17 +388,6 @@ class JournalState:
         """Untags a re-run skips: their latest outcome is `done` or `gone`."""
         return {k: r for k, r in self.untag_outcomes().items() if r.kind in TERMINAL_KINDS}
 
-    def untags_unfinished(self) -> dict[TagKey, UntagIntentRecord]:
-        """Untags begun and not finished: an intent with no outcome after it. A throw-away
-        manifest may be left in the registry; resuming deletes it."""
-        pending: dict[TagKey, UntagIntentRecord] = {}
-        for record in self.records:
-            if isinstance(record, UntagIntentRecord):
-                pending[record.key] = record
-            elif isinstance(record, UntagOutcomeRecord):
-                pending.pop(record.key, None)
-        return pending
-
 
 def read_journal(path: Path | str) -> JournalState:
     """Read every record. A torn last line (a crash while writing it) is ignored with a warning;

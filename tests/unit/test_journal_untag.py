@@ -79,7 +79,7 @@ def test_unknown_untag_outcome_is_an_error() -> None:
         decode(json.dumps(doc))
 
 
-def test_unfinished_untags_are_intents_without_an_outcome(tmp_path: Path) -> None:
+def test_finished_untags_are_done_or_gone(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     with _open(path) as journal:
         for tag in ("a", "b", "c"):
@@ -95,7 +95,7 @@ def test_unfinished_untags_are_intents_without_an_outcome(tmp_path: Path) -> Non
         journal.untag_outcome("done", repository="r/x", tag="a")
         journal.untag_outcome("failed", repository="r/x", tag="b", reason="refused")
     state = read_journal(path)
-    assert sorted(state.untags_unfinished()) == [("r/x", "c")]
+    assert sorted(state.untag_outcomes()) == [("r/x", "a"), ("r/x", "b")]
     assert sorted(state.untags_finished()) == [("r/x", "a")]
     assert state.untag_intents()[("r/x", "c")].throwaway == T1
     assert state.registry == "http://127.0.0.1:5000"
