@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from retention.apply import ApplyReport, Progress, apply_plan, check_plan
+from retention.apply import ApplyReport, OnOutcome, apply_plan, check_plan
 from retention.evaluate import evaluate
 from retention.inventory import take_inventory
 from retention.journal import Journal
@@ -93,7 +93,7 @@ def run_apply(
     plan: Plan,
     journal: Path,
     *,
-    progress: Progress | None = None,
+    progress: OnOutcome | None = None,
     env: Mapping[str, str] | None = None,
     url: str | None = None,
     concurrency: int = 4,
