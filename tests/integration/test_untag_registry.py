@@ -1,6 +1,7 @@
-"""The untag phase against real registries (retention/untag.py): the throw-away method on 2.8 and
-3.x, the delete-tag method on 3.x and crane's registry; shared digests, a dangling tag, a tag
-re-pushed since the plan, a crash mid-untag then a resume, concurrent runs, the policy check.
+"""The untag phase of apply against real registries (retention/apply/untag.py): the throw-away
+method on 2.8 and 3.x, the delete-tag method on 3.x and crane's registry; shared digests, a
+dangling tag, a tag re-pushed since the plan, a crash mid-untag then a resume, concurrent runs,
+the policy check.
 
 Plans get their untags by hand here (tests/support/plans.py's way); the evaluation that plans
 them is tested on its own."""
@@ -16,12 +17,13 @@ from typing import Any
 import pytest
 
 from retention import oci
+from retention.apply import UntagOutcome, apply_plan
+from retention.apply.untag import THROW_AWAY, throw_away_manifest
 from retention.errors import TransportError
 from retention.journal import Journal, read_journal
 from retention.plan import Plan, Untag
 from retention.policy.model import Policy
 from retention.registry.api import RegistryPort
-from retention.untag import THROW_AWAY, UntagOutcome, apply_untags, throw_away_manifest
 from tests.harness.probes import Capabilities
 from tests.harness.registry import CraneRegistry, RegistryProcess
 from tests.harness.seed import Pushed, Pusher, list_tags, pull_complete, resolve
@@ -53,7 +55,9 @@ def _run(
         ) as j,
     ):
         port: RegistryPort = client if wrap is None else wrap(client)
-        return apply_untags(plan, port, j, nonce=nonce, concurrency=4, **kwargs)
+        report = apply_plan(plan, port, j, nonce=nonce, concurrency=4, **kwargs)
+    assert report.outcomes == ()  # these plans delete nothing: the untags are the run
+    return report.untags, report.error
 
 
 def _shared(pusher: Pusher, repo: str) -> Pushed:
@@ -267,7 +271,7 @@ def test_an_untag_the_policy_keeps_now_is_skipped(
     mark = registry.log_mark()
 
     (outcome,), error = _run(
-        policy, plan, tmp_path / "j.jsonl", policy_keeps={(repo, "build-7"): "one of the last 5"}
+        policy, plan, tmp_path / "j.jsonl", untag_keeps={(repo, "build-7"): "one of the last 5"}
     )
 
     assert (outcome.kind, outcome.reason, error) == (

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from retention import oci
+from retention.apply.control import RunControl
+from retention.apply.outcomes import KEPT_PREFIX, UntagOutcome
 from retention.errors import (
     DeleteDisabledError,
     JournalError,
@@ -38,38 +37,15 @@ _T = TypeVar("_T")
 # after the client's retries: the registry is down or overloaded, every further untag would wait
 _UNREACHABLE = frozenset({429, 502, 503, 504})
 
-UntagKind = Literal["untagged", "gone", "stale", "kept", "failed", "resumed"]
-
 DELETE_TAG = "delete-tag"
 THROW_AWAY = "throw-away"
 METHODS = frozenset({DELETE_TAG, THROW_AWAY})
-
-KEPT_PREFIX = "the policy keeps it now: "
 
 # The OCI empty descriptor's blob (image-spec manifest.md, "Guidance for an Empty Descriptor").
 EMPTY_CONFIG = b"{}"
 EMPTY_CONFIG_DIGEST = oci.sha256_digest(EMPTY_CONFIG)
 THROW_AWAY_ANNOTATION = "org.opencontainers.image.description"
 NONCE_ANNOTATION = "retention.untag.nonce"
-
-
-@dataclass(frozen=True, slots=True)
-class UntagOutcome:
-    """What happened to one planned untag.
-
-    untagged: this run removed the tag. gone: the tag was already gone. stale: skipped, the tag
-    moved (or was pushed to) since the plan. kept: skipped, the policy evaluated again keeps it.
-    failed: not done because of an error; a re-run retries it. resumed: an earlier run did it.
-    """
-
-    untag: Untag
-    kind: UntagKind
-    reason: str | None = None
-    method: str | None = None
-
-    @property
-    def key(self) -> TagKey:
-        return (self.untag.repository, self.untag.tag)
 
 
 def throw_away_manifest(repository: str, tag: str, nonce: str) -> bytes:
@@ -107,24 +83,6 @@ def is_throw_away(raw: bytes) -> bool:
     )
 
 
-def policy_untag_keeps(plan: Plan, fresh: Plan) -> dict[TagKey, str]:
-    """Invariant 8 for untags: each untag of `plan` that `fresh` (the policy evaluated again on a
-    fresh inventory) does not also plan, with the reason `fresh` gives for the tag."""
-    again = {(u.repository, u.tag) for u in fresh.untags}
-    reasons: dict[TagKey, str] = {}
-    for entry in fresh.kept:
-        for tag in entry.tags:
-            reasons.setdefault((entry.repository, tag), entry.reason)
-    for entry in fresh.deletions:
-        for tag in entry.tags:
-            reasons.setdefault((entry.repository, tag), "its image is deleted now")
-    return {
-        (u.repository, u.tag): reasons.get((u.repository, u.tag), "it is not planned any more")
-        for u in plan.untags
-        if (u.repository, u.tag) not in again
-    }
-
-
 class _Stop(Exception):
     """Internal: an error that stops the untag phase (the registry is gone, deletion disabled,
     the journal unwritable)."""
@@ -136,29 +94,26 @@ class _Stop(Exception):
 
 class UntagRun:
     """The untag phase of one apply: `run()` returns one outcome per planned untag, sorted by
-    (repository, tag), and sets `error` when something stopped the phase early."""
+    (repository, tag). An error that stops it (deletion disabled, the registry gone, the
+    journal unwritable) stops the whole run through `control`."""
 
     def __init__(
         self,
         plan: Plan,
         client: RegistryPort,
         journal: Journal,
+        control: RunControl,
         *,
         nonce: str,
-        concurrency: int = 8,
-        policy_keeps: Mapping[TagKey, str] | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        policy_keeps: Mapping[TagKey, str],
     ) -> None:
         self.plan = plan
         self.client = client
         self.journal = journal
+        self.ctl = control
         self.nonce = nonce
-        self.concurrency = max(1, concurrency)
-        self.policy_keeps = policy_keeps or {}
-        self.should_stop = should_stop
+        self.policy_keeps = policy_keeps
         self.methods = dict(plan.untag_methods)
-        self.error: RetentionError | None = None
-        self._lock = threading.Lock()
 
     def run(self) -> tuple[UntagOutcome, ...]:
         # Repositories in parallel, the untags of one repository one after another: distribution
@@ -167,9 +122,8 @@ class UntagRun:
         by_repo: dict[str, list[Untag]] = {}
         for untag in sorted(self.plan.untags, key=lambda u: (u.repository, u.tag)):
             by_repo.setdefault(untag.repository, []).append(untag)
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="untag") as pool:
-            done = pool.map(lambda untags: [self._one(u) for u in untags], by_repo.values())
-            outcomes = [o for group in done for o in group]
+        done = self.ctl.map(lambda untags: [self._one(u) for u in untags], by_repo.values())
+        outcomes = [o for _, group in done for o in group]
         return tuple(self._confirm_unlisted(outcomes))
 
     # -- one untag ----------------------------------------------------------------------------
@@ -177,14 +131,13 @@ class UntagRun:
     def _one(self, untag: Untag) -> UntagOutcome:
         if (untag.repository, untag.tag) in self.journal.state.untags_finished():
             return UntagOutcome(untag, "resumed", "an earlier run of this plan removed it")
-        if self.error is not None or (self.should_stop is not None and self.should_stop()):
-            why = self.error.message if self.error is not None else "apply was asked to stop"
-            return UntagOutcome(untag, "failed", f"not attempted: {why}")
+        not_attempted = self.ctl.not_attempted()
+        if not_attempted is not None:
+            return UntagOutcome(untag, "failed", not_attempted)
         try:
             outcome = self._attempt(untag)
         except _Stop as stop:
-            with self._lock:
-                self.error = self.error or stop.error
+            self.ctl.abort(stop.error)
             outcome = UntagOutcome(untag, "failed", first_line(stop.error.diagnostics()))
         except RegistryError as exc:  # a refused push among them: this repository only
             outcome = UntagOutcome(untag, "failed", first_line(exc.diagnostics()))
@@ -358,31 +311,4 @@ class UntagRun:
                 reason=outcome.reason,
             )
         except JournalError as exc:
-            with self._lock:
-                self.error = self.error or exc
-
-
-def apply_untags(
-    plan: Plan,
-    client: RegistryPort,
-    journal: Journal,
-    *,
-    nonce: str,
-    concurrency: int = 8,
-    policy_keeps: Mapping[TagKey, str] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> tuple[tuple[UntagOutcome, ...], RetentionError | None]:
-    """Remove the tags `plan.untags` lists, each by its repository's method; returns one
-    outcome per untag and the error that stopped the phase early, if any. `policy_keeps` holds
-    the untags the policy, evaluated again, does not plan (`policy_untag_keeps`)."""
-    run = UntagRun(
-        plan,
-        client,
-        journal,
-        nonce=nonce,
-        concurrency=concurrency,
-        policy_keeps=policy_keeps,
-        should_stop=should_stop,
-    )
-    outcomes = run.run()
-    return outcomes, run.error
+            self.ctl.abort(exc)
