@@ -19,6 +19,7 @@ import pytest
 from retention import oci
 from retention.apply import UntagOutcome, apply_plan
 from retention.apply.untag import THROW_AWAY, throw_away_manifest
+from retention.cli import main
 from retention.errors import TransportError
 from retention.journal import Journal, read_journal
 from retention.plan import Plan, Untag
@@ -281,3 +282,34 @@ def test_an_untag_the_policy_keeps_now_is_skipped(
     )
     assert registry.access_log(mark) == []  # not even resolved
     assert resolve(registry.url, repo, "build-7") == image.digest
+
+
+@pytest.mark.parametrize("half_done", [False, True], ids=["untagged", "half-done"])
+def test_restore_points_untagged_tags_at_their_images_again(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    half_done: bool,
+) -> None:
+    """`retention restore JOURNAL` re-points each untagged tag by PUTting the journaled bytes;
+    a tag a crash left on the throw-away manifest is re-pointed and the throw-away deleted."""
+    repo = "team/app"
+    image = _shared(fresh_pusher, repo)
+    policy = load(write_policy(tmp_path / "p.yaml", fresh_registry.url, "team", last=5))
+    untag = Untag(repo, "build-7", image.digest, "keep-recent", "shares its image with stable")
+    journal = tmp_path / "j.jsonl"
+    wrap = (lambda c: _KillOnDelete(c, fresh_registry)) if half_done else None
+    _run(policy, _plan(policy, "team", [untag], THROW_AWAY), journal, wrap=wrap)  # type: ignore[arg-type]
+    fresh_registry.start()  # a no-op unless it was killed
+    throwaway = oci.sha256_digest(throw_away_manifest(repo, "build-7", "nonce-1"))
+    assert resolve(fresh_registry.url, repo, "build-7") == (throwaway if half_done else None)
+
+    assert main(["restore", str(journal), "--yes"]) == 0
+
+    assert "1 untagged tag(s)" in capsys.readouterr().err
+    assert resolve(fresh_registry.url, repo, "build-7") == image.digest
+    assert pull_complete(fresh_registry.url, repo, "build-7")
+    assert resolve(fresh_registry.url, repo, "stable") == image.digest
+    assert not manifest_exists(fresh_registry.url, repo, throwaway)
+    assert main(["restore", str(journal), "--yes", "--tag", "build-7"]) == 0  # idempotent
