@@ -313,3 +313,31 @@ def test_restore_points_untagged_tags_at_their_images_again(
     assert resolve(fresh_registry.url, repo, "stable") == image.digest
     assert not manifest_exists(fresh_registry.url, repo, throwaway)
     assert main(["restore", str(journal), "--yes", "--tag", "build-7"]) == 0  # idempotent
+
+
+def test_untag_then_garbage_collection_breaks_no_kept_image(
+    fresh_registry: RegistryProcess, fresh_pusher: Pusher, tmp_path: Path
+) -> None:
+    """The throw-away manifests and the empty config they leave as blobs are collected; every
+    image a kept tag names still pulls completely, indexes with their platform images too."""
+    repo = "team/app"
+    single = _shared(fresh_pusher, repo)
+    index = fresh_pusher.push_image(repo, ["build-8", "multi"], kind="oci-index")
+    policy = load(write_policy(tmp_path / "p.yaml", fresh_registry.url, "team", last=5))
+    untags = [
+        Untag(repo, "build-7", single.digest, "keep-recent", "shares its image with stable"),
+        Untag(repo, "build-8", index.digest, "keep-recent", "shares its image with multi"),
+    ]
+    outcomes, error = _run(policy, _plan(policy, "team", untags, THROW_AWAY), tmp_path / "j")
+    assert [o.kind for o in outcomes] == ["untagged", "untagged"] and error is None
+
+    fresh_registry.garbage_collect()
+
+    assert list_tags(fresh_registry.url, repo) == ["latest", "multi", "stable"]
+    for tag, image in (("stable", single), ("multi", index)):
+        assert resolve(fresh_registry.url, repo, tag) == image.digest
+        assert pull_complete(fresh_registry.url, repo, tag)
+    assert pull_complete(fresh_registry.url, repo, "latest")
+    for untag in untags:
+        left = oci.sha256_digest(throw_away_manifest(repo, untag.tag, "nonce-1"))
+        assert not manifest_exists(fresh_registry.url, repo, left)
