@@ -610,12 +610,14 @@ def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:
     by_repo: dict[str, dict[str, Manifest]] = {repo: {} for repo in repositories}
     tags_of: dict[str, dict[str, list[str]]] = {repo: {} for repo in repositories}
     repo_tags: dict[str, list[Tag]] = {repo: [] for repo in repositories}
+    dangling: dict[str, list[str]] = {repo: [] for repo in repositories}
     for r in resolved:
         if r.manifest is None:
+            # evaluate plans it only with settings.untag (docs/decisions.md, "Untag")
             walker._warn(
-                f"{r.repository}:{r.tag} is listed but its manifest is gone (a dangling tag); "
-                "it is left alone"
+                f"{r.repository}:{r.tag} is listed but its manifest is gone (a dangling tag)"
             )
+            dangling[r.repository].append(r.tag)
             continue
         by_repo[r.repository][r.manifest.digest] = r.manifest
         tags_of[r.repository].setdefault(r.manifest.digest, []).append(r.tag)
@@ -645,6 +647,7 @@ def _walk(walker: _Walker, repositories: list[str]) -> list[Repository]:
             name=repo,
             tags=tuple(sorted(repo_tags[repo], key=lambda t: t.name)),
             images=tuple(sorted(images_of[repo].values(), key=lambda i: i.digest)),
+            dangling_tags=tuple(sorted(dangling[repo])),
         )
         for repo in repositories
     ]

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Final, Literal
 
 from retention.oci import INDEX_TYPES, format_time
-from retention.plan import Entry, Plan, human_bytes
+from retention.plan import Entry, Plan, Untag, human_bytes
 from retention.text import untrusted
 
 # GitHub refuses a comment body over 65,536 characters; the default leaves room for the text a
@@ -96,8 +96,9 @@ def render_markdown(
 
     A header (registry, policy and its sha256, times), a summary table per repository, per
     repository a collapsible `<details>` section with one row per deletion (at most
-    `per_repository`, then a count of the rest), and the warnings. When the sections do not fit
-    in `limit`, later entries are left out and the text says how many. Deterministic.
+    `per_repository`, then a count of the rest), the untags in a section of their own (within a
+    sixth of `limit`), and the warnings. When the sections do not fit in `limit`, later entries
+    are left out and the text says how many. Deterministic.
     """
     if limit < 10_000:
         raise ValueError("a Markdown plan needs a limit of at least 10,000 characters")
@@ -107,10 +108,11 @@ def render_markdown(
     # the summary table and the warnings each get a share of the limit; the sections the rest
     head = "".join(_header(plan)) + "".join(_summary_table(plan, by_repo, limit // 3))
     warnings = "".join(_warnings(plan, limit // 4))
+    untags = "".join(_untags(plan, limit // 6, per_repository))
     total = len(plan.deletions)
     # the closing note is at most this long; reserve it before the sections take the budget
     reserve = len(_omitted_note(total, total, per_repository)) + 2
-    budget = limit - len(head) - len(warnings) - reserve
+    budget = limit - len(head) - len(warnings) - len(untags) - reserve
     drafts = [_Draft.of(repo, by_repo[repo], now, per_repository) for repo in sorted(by_repo)]
     # the same number of rows for every repository, as many as fit: each gets its share
     rows = _most_rows(drafts, per_repository, budget)
@@ -129,22 +131,24 @@ def render_markdown(
         body += "\n#### Deletions\n\n" + "".join(sections)
     if omitted:
         body += _omitted_note(omitted, total, per_repository)
-    body += warnings
+    body += untags + warnings
     assert len(body) <= limit, (len(body), limit)
     return Rendered(text=body, omitted=omitted)
 
 
 def _header(plan: Plan) -> Iterator[str]:
     s = plan.summary
+    parts = []
     if plan.deletions:
         repos = len({e.repository for e in plan.deletions})
-        title = (
+        parts.append(
             f"{_count(s.images_deleted, 'image')} ({_count(s.tags_deleted, 'tag')}) to delete in "
             f"{_count(repos, 'repository', 'repositories')}, "
             f"~{human_bytes(s.bytes_reclaimable)} reclaimable after garbage collection"
         )
-    else:
-        title = "no changes"
+    if plan.untags:
+        parts.append(f"{_count(len(plan.untags), 'tag')} to untag")
+    title = "; ".join(parts) or "no changes"
     yield f"### retention plan: {title}\n\n"
     yield "| | |\n|---|---|\n"
     yield f"| registry | {_clip(plan.registry, _MAX_NAME_CHARS)} |\n"
@@ -323,6 +327,51 @@ def _omitted_note(omitted: int, total: int, per_repository: int) -> str:
         f"\n> **{omitted:,} of {_count(total, 'deletion')} are not listed here** (at most "
         f"{per_repository:,} per repository, and the whole plan within a comment's size limit). "
         "`retention show PLAN.json` lists every one.\n"
+    )
+
+
+_UNTAG_HEAD: Final = "| repository | tag | image | rule | reason |\n|---|---|---|---|---|\n"
+_METHODS: Final = {"delete-tag": "deleted by name", "throw-away": "by a throw-away manifest"}
+
+
+def _untags(plan: Plan, budget: int, per_repository: int) -> Iterator[str]:
+    """The tags the plan removes alone, in one collapsible table: at most `per_repository` rows
+    per repository, as many as fit `budget`, then how many are not shown."""
+    if not plan.untags:
+        return
+    repos = len({u.repository for u in plan.untags})
+    head = (
+        "\n#### Untags\n\nThese tags are removed alone; the images they point at stay "
+        "(`settings.untag`).\n\n"
+        f"<details><summary>{_count(len(plan.untags), 'tag')} to untag in "
+        f"{_count(repos, 'repository', 'repositories')}</summary>\n\n" + _UNTAG_HEAD
+    )
+    rows: list[str] = []
+    room = budget - len(head) - 200  # 200: the "more untags" line and the closing
+    per_repo: dict[str, int] = {}
+    methods = dict(plan.untag_methods)
+    for u in plan.untags:
+        row = _untag_row(u, methods)
+        if per_repo.get(u.repository, 0) >= per_repository or len(row) > room:
+            continue
+        per_repo[u.repository] = per_repo.get(u.repository, 0) + 1
+        room -= len(row)
+        rows.append(row)
+    yield head + "".join(rows)
+    hidden = len(plan.untags) - len(rows)
+    if hidden:
+        yield f"\n… and {_count(hidden, 'more untag')} not shown here (see the plan file).\n"
+    yield "\n</details>\n"
+
+
+def _untag_row(u: Untag, methods: dict[str, str]) -> str:
+    image = "(dangling: no image)" if u.digest is None else _clip(_short(u.digest), 80)
+    how = _METHODS.get(methods.get(u.repository, ""))
+    repo = _clip(u.repository, _MAX_NAME_CHARS) + (f" ({how})" if how else "")
+    rule = _clip(u.rule, _MAX_NAME_CHARS) if u.rule else ""
+    return (
+        f"| {repo} | {_clip(u.tag, _MAX_NAME_CHARS)} | {image} | {rule} | "
+        f"{_clip(u.reason, _MAX_NAME_CHARS)} |\n"
     )
 
 

@@ -75,12 +75,17 @@ class TagEvent:
 
 @dataclass(frozen=True, slots=True)
 class Repository:
-    """A repository's tags and every manifest reachable from them, both sorted for determinism."""
+    """A repository's tags and every manifest reachable from them, both sorted for determinism.
+
+    `dangling_tags` are listed by the registry but their manifest is gone (a registry killed
+    mid-DELETE leaves them): sorted names, in no `Tag`, since they point at nothing there is.
+    """
 
     name: str
     tags: tuple[Tag, ...]
     images: tuple[Image, ...]
     history: tuple[TagEvent, ...] = ()  # sorted by (tag, at, digest); empty from the API
+    dangling_tags: tuple[str, ...] = ()
     _by_digest: Mapping[str, Image] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +163,8 @@ def _repository_json(r: Repository) -> dict[str, Any]:
     }
     if r.history:  # storage inventories only: API inventories stay as they were
         doc["history"] = [[e.tag, e.digest, _precise(e.at)] for e in r.history]
+    if r.dangling_tags:  # written only when there are some: older files and readers agree
+        doc["dangling_tags"] = list(r.dangling_tags)
     return doc
 
 
@@ -261,12 +268,17 @@ def _inventory_from(doc: Any) -> Inventory:
             if at is None or not isinstance(h[0], str) or not is_tag(h[0]):
                 raise _Bad(f"{where}.history[{hi}]: expected [tag, digest, time]")
             history.append(TagEvent(h[0], _digest(h[1], f"{where}.history[{hi}]"), at))
+        dangling = _get(r, "dangling_tags", where, list, default=[])
+        for di, tag in enumerate(dangling):
+            if not isinstance(tag, str) or not is_tag(tag):
+                raise _Bad(f"{where}.dangling_tags[{di}]: invalid tag name {str(tag)[:140]!r}")
         repos.append(
             Repository(
                 name=name,
                 tags=tuple(sorted(tags, key=lambda t: t.name)),
                 images=tuple(sorted(images, key=lambda i: i.digest)),
                 history=tuple(sorted(history, key=lambda e: (e.tag, e.at, e.digest))),
+                dangling_tags=tuple(sorted(set(dangling))),
             )
         )
     return Inventory(

@@ -108,8 +108,13 @@ _DIGEST_FIELDS = frozenset({"digest", "parent"})
 
 
 def to_document(plan: Plan) -> dict[str, Any]:
-    """The plan file's JSON value (what `to_json` writes, as Python objects)."""
-    return {
+    """The plan file's JSON value (what `to_json` writes, as Python objects).
+
+    `untags`, `untag_methods` and `summary.tags_untagged` are written only when the plan has
+    untags (or methods): a plan without them has the bytes it had before untag existed
+    (docs/decisions.md, "Untag: policy and plan").
+    """
+    doc: dict[str, Any] = {
         "format_version": plan.format_version,
         "generated_at": format_time(plan.generated_at),
         "evaluated_at": format_time(plan.as_of),
@@ -130,6 +135,12 @@ def to_document(plan: Plan) -> dict[str, Any]:
         "kept": [_entry_json(e) for e in _sorted(plan.kept)],
         "warnings": list(plan.warnings),
     }
+    if plan.untags:
+        doc["untags"] = [_untag_json(u) for u in _sorted_untags(plan.untags)]
+        doc["summary"]["tags_untagged"] = plan.summary.tags_untagged
+    if plan.untag_methods:
+        doc["untag_methods"] = dict(sorted(plan.untag_methods))
+    return doc
 
 
 def to_json(plan: Plan) -> str:
@@ -140,7 +151,10 @@ def to_json(plan: Plan) -> str:
     entries are formatted here because the indenting encoder is pure Python and a 100,000-tag
     plan took seconds through it (benchmarks/bench_evaluate.py).
     """
-    doc = to_document(replace(plan, deletions=(), kept=()))  # entries are formatted below
+    # entries (and untags) are formatted below
+    doc = to_document(replace(plan, deletions=(), kept=(), untags=()))
+    if plan.untags:  # the summary's count is written with the untags
+        doc["summary"]["tags_untagged"] = plan.summary.tags_untagged
 
     def nested(key: str) -> str:
         text = json.dumps(doc[key], sort_keys=True, indent=2, ensure_ascii=False)
@@ -158,9 +172,12 @@ def to_json(plan: Plan) -> str:
         nested("policy") + ",",
         f'  "registry": {_str(plan.registry)},',
         nested("summary") + ",",
-        nested("warnings"),
-        "}",
     ]
+    if plan.untag_methods:
+        parts.append(nested("untag_methods") + ",")
+    if plan.untags:
+        parts.append(f'  "untags": {_untags(plan.untags)},')
+    parts += [nested("warnings"), "}"]
     # names, reasons and warnings hold registry strings: no raw C1 or bidi character in the file
     return json_safe("\n".join(parts) + "\n")
 
@@ -197,6 +214,20 @@ def _entry_text(e: Entry) -> str:
         f'      "tags": {tags}\n'
         "    }"
     )
+
+
+def _untags(untags: Iterable[Untag]) -> str:
+    texts = [
+        "    {\n"
+        f'      "digest": {_opt(u.digest)},\n'
+        f'      "reason": {_str(u.reason)},\n'
+        f'      "repository": {_str(u.repository)},\n'
+        f'      "rule": {_opt(u.rule)},\n'
+        f'      "tag": {_str(u.tag)}\n'
+        "    }"
+        for u in _sorted_untags(untags)
+    ]
+    return "[\n" + ",\n".join(texts) + "\n  ]"
 
 
 def from_json(text: str | bytes, source_name: str) -> Plan:
@@ -241,7 +272,35 @@ def from_json(text: str | bytes, source_name: str) -> Plan:
                     hint=_HINT,
                 )
             seen.add((e.repository, e.digest))
+    problem = _untag_problem(plan)
+    if problem is not None:
+        raise PlanError(f"{source_name}: $.untags: {problem}", hint=_HINT)
     return plan
+
+
+def _untag_problem(plan: Plan) -> str | None:
+    """What makes the plan's untags contradict the rest of it, or None.
+
+    Each tag the plan names is in one place: a deletion's tags, a kept image's tags, or an
+    untag; and an untag never names an image the plan deletes (deleting it removes the tag).
+    """
+    deleted_tags = {(e.repository, t) for e in plan.deletions for t in e.tags}
+    kept_tags = {(e.repository, t) for e in plan.kept for t in e.tags}
+    deleted = {(e.repository, e.digest) for e in plan.deletions}
+    seen: set[tuple[str, str]] = set()
+    for u in plan.untags:
+        key = (u.repository, u.tag)
+        ref = f"{u.repository}:{u.tag}"
+        if key in seen:
+            return f"tag {ref} is listed twice"
+        seen.add(key)
+        if key in deleted_tags:
+            return f"tag {ref} is listed both as untagged and as deleted"
+        if key in kept_tags:
+            return f"tag {ref} is listed both as untagged and as kept"
+        if u.digest is not None and (u.repository, u.digest) in deleted:
+            return f"tag {ref} is untagged from {u.digest}, which the plan deletes"
+    return None
 
 
 @functools.cache
@@ -270,6 +329,8 @@ def _message(error: ValidationError, path: tuple[str | int, ...]) -> str:
             f"{instance!r} is not a manifest media type: a plan deletes only image manifests "
             "and indexes, never a layer or config blob"
         )
+    if error.validator == "pattern" and last == "tag":
+        return f"{instance!r} is not a tag name ([A-Za-z0-9_][A-Za-z0-9._-], at most 128)"
     if error.validator == "pattern" and last in ("generated_at", "evaluated_at", "created"):
         return f"{instance!r} is not a UTC time like 2024-05-01T03:30:00Z"
     return error.message
@@ -311,6 +372,7 @@ def _plan_from(doc: dict[str, Any]) -> Plan:
             tags_deleted=s["tags_deleted"],
             images_deleted=s["images_deleted"],
             bytes_reclaimable=s["bytes_reclaimable"],
+            tags_untagged=s.get("tags_untagged", 0),
             complete=s["complete"],
         ),
         deletions=_sorted(
@@ -319,6 +381,12 @@ def _plan_from(doc: dict[str, Any]) -> Plan:
         kept=_sorted(_entry_from(e, f"$.kept[{i}]") for i, e in enumerate(doc["kept"])),
         warnings=tuple(doc["warnings"]),
         format_version=doc["format_version"],
+        # a plan written before untag existed has neither key: no untags
+        untags=_sorted_untags(
+            Untag(u["repository"], u["tag"], u["digest"], u["rule"], u["reason"])
+            for u in doc.get("untags", [])
+        ),
+        untag_methods=tuple(sorted(doc.get("untag_methods", {}).items())),
     )
 
 
@@ -357,6 +425,20 @@ def _entry_json(e: Entry) -> dict[str, Any]:
     }
 
 
+def _untag_json(u: Untag) -> dict[str, Any]:
+    return {
+        "repository": u.repository,
+        "tag": u.tag,
+        "digest": u.digest,
+        "rule": u.rule,
+        "reason": u.reason,
+    }
+
+
+def _sorted_untags(untags: Iterable[Untag]) -> tuple[Untag, ...]:
+    return tuple(sorted(untags, key=lambda u: (u.repository, u.tag)))
+
+
 def _max_deletions_json(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
@@ -372,9 +454,10 @@ def render_text(plan: Plan, *, show_kept: bool = False, now: datetime) -> str:
     """The plan as a reviewer reads it in a merge request; no colour.
 
     Per repository, each image to delete with its tags, created date, age, size and reason;
-    platform manifests indented under their index; kept images only with `show_kept`. The last
-    line is the summary, or `No changes.`. Registry strings are escaped here, at the edge
-    (retention/text.py): a name or reason can never clear the screen or start a line.
+    platform manifests indented under their index; then each tag to untag (`~`), its image
+    left in place; kept images only with `show_kept`. The last line is the summary, or
+    `No changes.`. Registry strings are escaped here, at the edge (retention/text.py): a name or
+    reason can never clear the screen or start a line.
     """
     taken = (
         ""
@@ -385,40 +468,76 @@ def render_text(plan: Plan, *, show_kept: bool = False, now: datetime) -> str:
         f"Plan for {untrusted(plan.registry)} as of {format_time(plan.as_of)}{taken} "
         f"(policy {message(plan.policy_path)})",
     ]
-    by_repo: dict[str, tuple[list[Entry], list[Entry]]] = {}
+    by_repo: dict[str, tuple[list[Entry], list[Entry], list[Untag]]] = {}
     for e in plan.deletions:
-        by_repo.setdefault(e.repository, ([], []))[0].append(e)
+        by_repo.setdefault(e.repository, ([], [], []))[0].append(e)
     if show_kept:
         for e in plan.kept:
-            by_repo.setdefault(e.repository, ([], []))[1].append(e)
+            by_repo.setdefault(e.repository, ([], [], []))[1].append(e)
+    for u in plan.untags:
+        by_repo.setdefault(u.repository, ([], [], []))[2].append(u)
+    methods = dict(plan.untag_methods)
     for repo in sorted(by_repo):
-        deleted, kept = by_repo[repo]
+        deleted, kept, untags = by_repo[repo]
         lines.append("")
         tags = sum(len(e.tags) for e in deleted)
         counts = f"{_count(len(deleted), 'image')} ({_count(tags, 'tag')})"
         head = f"{untrusted(repo)}: {counts} to delete"
+        if untags:
+            how = _METHOD_WORDS.get(methods.get(repo, ""), "")
+            head += f", {_count(len(untags), 'tag')} to untag{how}"
         if show_kept:
             head += f", {len(kept)} kept"
         lines.append(head)
         lines.extend(_tree(deleted, "-", now))
+        lines.extend(_untag_lines(untags))
         lines.extend(_tree(kept, "=", now))
     if plan.warnings:
         lines.append("")
         lines.append("Warnings:")
         lines.extend(f"  ! {message(w)}" for w in plan.warnings)
     lines.append("")
-    s = plan.summary
-    if not plan.deletions:
-        lines.append("No changes.")
-    else:
-        repos = len({e.repository for e in plan.deletions})
-        bound = "" if s.complete else " (an upper bound: the inventory covers part of the registry)"
-        lines.append(
-            f"Plan: {_count(s.images_deleted, 'image')} ({_count(s.tags_deleted, 'tag')}) "
-            f"to delete in {_count(repos, 'repository', 'repositories')}, "
-            f"~{human_bytes(s.bytes_reclaimable)} reclaimable after garbage collection{bound}."
-        )
+    lines.append(closing_line(plan))
     return "\n".join(lines) + "\n"
+
+
+# how `untag_methods` reads in a repository's heading
+_METHOD_WORDS = {
+    "delete-tag": " (the registry deletes tags)",
+    "throw-away": " (by a throw-away manifest)",
+}
+
+
+def closing_line(plan: Plan) -> str:
+    """The text plan's last line: what it deletes and untags, or `No changes.`."""
+    s = plan.summary
+    untag = ""
+    if plan.untags:
+        repos = len({u.repository for u in plan.untags})
+        untag = (
+            f"{_count(len(plan.untags), 'tag')} to untag in "
+            f"{_count(repos, 'repository', 'repositories')}, their images kept"
+        )
+    if not plan.deletions:
+        return f"Plan: {untag}; nothing to delete." if untag else "No changes."
+    repos = len({e.repository for e in plan.deletions})
+    bound = "" if s.complete else " (an upper bound: the inventory covers part of the registry)"
+    return (
+        f"Plan: {_count(s.images_deleted, 'image')} ({_count(s.tags_deleted, 'tag')}) "
+        f"to delete in {_count(repos, 'repository', 'repositories')}, "
+        f"~{human_bytes(s.bytes_reclaimable)} reclaimable after garbage collection{bound}"
+        + (f"; {untag}." if untag else ".")
+    )
+
+
+def _untag_lines(untags: list[Untag]) -> Iterator[str]:
+    """`~ tag  sha256:...` (or `(dangling)`), then the reason, in tag order."""
+    for u in sorted(untags, key=lambda u: u.tag):
+        image = untrusted(u.digest) if u.digest is not None else "(dangling: no image)"
+        yield f"  ~ {untrusted(u.tag)}  {image}"
+        rule = u.rule and f"rule `{u.rule}`"
+        reason = u.reason if not rule or rule in u.reason else f"{rule}: {u.reason}"
+        yield f"      untag: {message(reason)}"
 
 
 def _tree(entries: list[Entry], mark: str, now: datetime) -> Iterator[str]:

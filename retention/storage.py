@@ -447,12 +447,11 @@ def _repository(reader: _Reader, name: str) -> Repository:
 
     tags: list[Tag] = []
     tags_of: dict[str, list[str]] = {}
+    dangling: list[str] = []
     for tag, link in sorted(current.items()):
         if link is None or link.digest not in manifests:
-            reader.warn(
-                f"{name}:{tag} is listed but its manifest is gone (a dangling tag); "
-                "it is left alone"
-            )
+            reader.warn(f"{name}:{tag} is listed but its manifest is gone (a dangling tag)")
+            dangling.append(tag)  # planned only with settings.untag
             continue
         tags.append(Tag(tag, link.digest))
         tags_of.setdefault(link.digest, []).append(tag)
@@ -508,6 +507,7 @@ def _repository(reader: _Reader, name: str) -> Repository:
         tags=tuple(tags),
         images=images,
         history=tuple(sorted(history, key=lambda e: (e.tag, e.at, e.digest))),
+        dangling_tags=tuple(dangling),
     )
 
 
@@ -567,7 +567,8 @@ def compare_with_api(
 
     found: list[Disagreement] = []
     for repo, api_tags in zip(inventory.repositories, answers, strict=True):
-        stored = {t.name for t in repo.tags}
+        # a dangling tag is listed by both (its folder stays, its manifest is gone)
+        stored = {t.name for t in repo.tags} | set(repo.dangling_tags)
         api = set(api_tags or ())
         for tag in sorted(stored ^ api):
             seen = _second_look(reader, repo.name, tag, tag in api, clock())

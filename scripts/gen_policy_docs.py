@@ -2,7 +2,7 @@
 
 Every field's text is the `description` in the schema; edit the schema, then run
 `python scripts/gen_policy_docs.py` (or `--check` to fail when the committed file is stale;
-tests/unit/test_policy_docs.py does that in CI).
+tests/unit/policy/test_policy_docs.py does that in CI).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ SCHEMA = ROOT / "schemas" / "policy.schema.json"
 EXAMPLE = ROOT / "policies" / "example.yaml"
 OUTPUT = ROOT / "docs" / "policy.md"
 
-# What `retention validate` checks beyond the schema (policy/load.py), listed for readers.
+# What `retention validate` checks beyond the schema (policy/checks.py), listed for readers.
 CHECKS = (
     "Every pattern compiles under RE2 and is matched against the whole name; look-around and "
     "back-references are rejected (RE2 runs in linear time, so a policy can never hang a run).",

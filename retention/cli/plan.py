@@ -52,7 +52,7 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--detailed-exitcode",
         action="store_true",
-        help="exit 2 when the plan deletes something, 0 when it deletes nothing",
+        help="exit 2 when the plan deletes or untags something, 0 when it changes nothing",
     )
     p.add_argument(
         "--as-of", metavar="DATE", help="evaluate as if it were this date (UTC), e.g. 2026-01-31"
@@ -113,6 +113,6 @@ def run(args: argparse.Namespace) -> int:
     if not text_shown:  # the text plan ends with its warnings: do not repeat them
         for warning in plan.warnings:
             log.warning("%s", warning)
-    if args.detailed_exitcode and plan.deletions:
+    if args.detailed_exitcode and (plan.deletions or plan.untags):
         return ExitCode.CHANGES
     return ExitCode.OK

@@ -9,7 +9,6 @@ import csv
 import io
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from retention.doctor import Check
 from retention.evaluate import TagVerdict, age_words, untagged_digests
 from retention.markdown import render_markdown
 from retention.model import Inventory, Repository
-from retention.plan import Plan, human_bytes, render_text
+from retention.plan import Plan, closing_line, human_bytes
 from retention.runlog import HistoryRecord
 from retention.text import format_time, message, untrusted
 
@@ -172,7 +171,9 @@ def explanation_text(verdicts: list[TagVerdict]) -> str:
             if v.protected:
                 lines.append("    protected: its digest is in protect.digests")
         else:
-            ref = f"{untrusted(v.repository)}:{untrusted(v.tag)}  {untrusted(v.digest[:19])}"
+            # a dangling tag (listed, its manifest gone) points at no digest
+            image = untrusted(v.digest[:19]) if v.digest else "(dangling: no manifest)"
+            ref = f"{untrusted(v.repository)}:{untrusted(v.tag)}  {image}"
             lines.append(f"{ref}  {age}  ({rule}{rank})")
         lines.append(f"    {message(v.line())}")
     return "\n".join(lines) + "\n"
@@ -198,8 +199,7 @@ def plan_summary(plan: Plan) -> str:
         f"  {untrusted(repo)}: {images} image(s) ({tags} tag(s)), {human_bytes(size)}"
         for repo, (images, tags, size) in sorted(counts.items())
     ]
-    closing = render_text(replace(plan, warnings=()), now=plan.as_of).rstrip().splitlines()
-    return "\n".join(["the plan deletes:", *lines, closing[-1], ""])
+    return "\n".join(["the plan deletes:", *lines, closing_line(plan), ""])
 
 
 def apply_report_lines(report: ApplyReport, journal_path: Path, quiet: bool) -> list[str]:

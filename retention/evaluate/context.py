@@ -16,6 +16,7 @@ from retention.policy.model import Policy
 KEEP = 0  # kept on its own: protected, selected by no rule, or kept by its rule
 DELETE = 1  # its owning rule does not keep it
 FOLLOW = 2  # an attachment whose subject exists: it follows that subject
+UNTAG = 3  # DELETE on a manifest that stays, with settings.untag: removed alone (untags.py)
 
 
 class Context:

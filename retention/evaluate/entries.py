@@ -8,11 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from retention import oci
-from retention.evaluate.context import DELETE, FOLLOW, KEEP, Context, TagState
+from retention.evaluate.context import DELETE, FOLLOW, KEEP, UNTAG, Context, TagState
 from retention.evaluate.repository import Decided
 from retention.evaluate.words import platform, short
 from retention.model import Image
-from retention.plan import Entry
+from retention.plan import Entry, Untag
 
 
 @dataclass(slots=True)
@@ -22,6 +22,7 @@ class RepoEntries:
     deletions: list[Entry] = field(default_factory=list)
     kept: list[Entry] = field(default_factory=list)
     future: list[str] = field(default_factory=list)  # `repo@digest (created ...)`, unknown age
+    untags: list[Untag] = field(default_factory=list)  # by tag name
 
 
 def entries(d: Decided, ctx: Context) -> RepoEntries:
@@ -41,7 +42,19 @@ def entries(d: Decided, ctx: Context) -> RepoEntries:
             out.deletions.append(_entry(d.repo.name, image, sts, parent, rule_name, reason))
         else:
             rule_name, reason = _kept_reason(d, ctx, image, sts)
-            out.kept.append(_entry(d.repo.name, image, sts, parent, rule_name, reason))
+            stay = [st for st in sts if st.state != UNTAG]  # each tag in one place of the plan
+            out.kept.append(_entry(d.repo.name, image, stay, parent, rule_name, reason))
+    out.untags.extend(
+        Untag(d.repo.name, st.name, st.digest, ctx.names[st.rule], st.reason)
+        for st in d.states
+        if st.state == UNTAG and st.rule is not None
+    )
+    out.untags.extend(
+        Untag(d.repo.name, t.tag, None, ctx.names[t.rule], t.reason)
+        for t in d.dangling
+        if t.doomed and t.rule is not None and ctx.policy.settings.untag
+    )
+    out.untags.sort(key=lambda u: u.tag)
     return out
 
 
@@ -71,13 +84,16 @@ def _kept_reason(
         if st.state == FOLLOW:
             st.reason = f"{st.noun} of kept image {short(st.subject)}"
     rule_name: str | None = None
-    decisive = next((st for st in sts if st.state != DELETE), None)
+    decisive = next((st for st in sts if st.state not in (DELETE, UNTAG)), None)
     if decisive is not None:
+        protected = " (protected)" if decisive.protected_by is not None else ""
         for st in sts:
             if st.state == DELETE:
-                protected = " (protected)" if decisive.protected_by is not None else ""
                 st.reason = f"shares digest with `{decisive.name}`{protected}"
-        reason = decisive.reason if len(sts) == 1 else f"`{decisive.name}`: {decisive.reason}"
+            elif st.state == UNTAG:
+                st.reason = _untag_reason(ctx, st, f"is kept by `{decisive.name}`{protected}")
+        stay = sum(1 for st in sts if st.state != UNTAG)
+        reason = decisive.reason if stay == 1 else f"`{decisive.name}`: {decisive.reason}"
         if decisive.state == KEEP and decisive.rule is not None:
             rule_name = ctx.names[decisive.rule]
         return rule_name, reason
@@ -92,8 +108,19 @@ def _kept_reason(
         return rule_name, reason
     reason = _closure_reason(d, image)
     for st in sts:
-        st.reason = f"{reason}; its rule alone would delete it ({st.reason})"
+        if st.state == UNTAG:
+            st.reason = _untag_reason(ctx, st, f"stays ({reason})")
+        else:
+            st.reason = f"{reason}; its rule alone would delete it ({st.reason})"
     return rule_name, reason
+
+
+def _untag_reason(ctx: Context, st: TagState, stays: str) -> str:
+    """`its image is kept by `latest`; rule `ci`: rank 3 > 2`: why the image stays, then the
+    verdict of the tag's rule (which an orphan's reason already names)."""
+    rule = f"rule `{ctx.names[st.rule]}`" if st.rule is not None else ""
+    verdict = st.reason if rule in st.reason else f"{rule}: {st.reason}"
+    return f"its image {stays}; {verdict}"
 
 
 def _closure_reason(d: Decided, image: Image) -> str:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from retention.errors import InventoryError
-from retention.evaluate.context import Context
+from retention.evaluate.context import UNTAG, Context
 from retention.evaluate.entries import RepoEntries, entries
 from retention.evaluate.repository import Decided, decide
 from retention.evaluate.untagged import former_tags
@@ -18,7 +18,7 @@ from retention.evaluate.words import aware, dated
 from retention.model import Inventory
 from retention.policy.model import Policy
 
-Decision = Literal["kept", "deleted"]
+Decision = Literal["kept", "deleted", "untagged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,10 @@ class TagVerdict:
     former_tags: tuple[tuple[str, datetime], ...] = ()
 
     def line(self) -> str:
-        """`kept: among the 5 most recent (rank 3)`."""
+        """`kept: among the 5 most recent (rank 3)`; `untagged (its image is kept by `latest`;
+        ...)` for a tag removed alone (`digest` is "" for a dangling tag)."""
+        if self.decision == "untagged":
+            return f"untagged ({self.reason})"
         return f"{self.decision}: {self.reason}"
 
 
@@ -100,7 +103,7 @@ def verdicts(d: Decided, made: RepoEntries, ctx: Context) -> list[TagVerdict]:
     former = former_tags(d.repo.history)
     out: list[TagVerdict] = []
     for entry in [*made.deletions, *made.kept]:
-        if entry.tags:
+        if entry.tags or d.by_digest.get(entry.digest):  # (a kept one may have lost them all)
             continue
         image = d.images[entry.digest]
         root = d.roots.get(entry.digest)
@@ -136,9 +139,33 @@ def verdicts(d: Decided, made: RepoEntries, ctx: Context) -> list[TagVerdict]:
                 age=now - usable if usable is not None else None,
                 created=created,
                 created_raw=found.created_raw if found is not None else None,
-                decision="deleted" if st.digest in d.deleted else "kept",
+                decision=(
+                    "deleted"
+                    if st.digest in d.deleted
+                    else "untagged"
+                    if st.state == UNTAG
+                    else "kept"
+                ),
                 reason=st.reason,
                 protected=st.protected_by is not None,
             )
         )
+    untag = ctx.policy.settings.untag
+    out.extend(
+        TagVerdict(
+            repository=name,
+            tag=t.tag,
+            digest="",  # it points at nothing there is
+            rule=ctx.names[t.rule] if t.rule is not None else None,
+            rank=None,
+            age=None,
+            created=None,
+            created_raw=None,
+            decision="untagged" if t.doomed and untag else "kept",
+            reason=t.reason,
+            protected=t.protected,
+        )
+        for t in d.dangling
+    )
+    out.sort(key=lambda v: (not v.untagged, v.tag))  # stable: manifests keep entry order
     return out

@@ -1,7 +1,7 @@
 """PURE evaluation of one repository, phase by phase: tag states and ranking
 (retention/evaluate/tags.py), untagged manifests (untagged.py), grounded deletions and the keep
-closure (graph.py). What it decides, `Decided`, is what the plan's entries (entries.py) and the
-verdicts of `retention explain` (explain.py) are both made from.
+closure (graph.py), then the untags (untags.py). What it decides, `Decided`, is what the plan's
+entries (entries.py) and the verdicts of `retention explain` (explain.py) are both made from.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from retention.evaluate.context import Context, TagState, Untagged
 from retention.evaluate.graph import Graph, links, seeds
 from retention.evaluate.tags import rank_tags, tag_states
 from retention.evaluate.untagged import former_tags, rank_untagged, untagged_roots
+from retention.evaluate.untags import Dangling, dangling_tags, mark_untags
 from retention.model import Image, Repository
 
 
@@ -35,6 +36,7 @@ class Decided:
     kept: set[str]
     unselected: list[str] = field(default_factory=list)  # untagged, kept: no rule selects them
     freeable: list[str] = field(default_factory=list)  # what deleting those would delete
+    dangling: list[Dangling] = field(default_factory=list)  # listed, their manifest gone
 
 
 def decide(repo: Repository, ctx: Context) -> Decided:
@@ -54,6 +56,8 @@ def decide(repo: Repository, ctx: Context) -> Decided:
     if unselected:  # what an untagged rule could free, for the plan's warning
         more, _ = graph.decide(start.queue + unselected, start.pending)
         freeable = sorted(more - deleted)
+    mark_untags(tags.by_digest, deleted, ctx)  # settings.untag: after D and K, changing neither
+    dangling = dangling_tags(repo, ctx)
     return Decided(
         repo=repo,
         images=images,
@@ -63,7 +67,9 @@ def decide(repo: Repository, ctx: Context) -> Decided:
         states=tags.states,
         by_digest=tags.by_digest,
         roots=roots,
-        owners=set(tags.owned) | {r.rule for r in roots.values() if r.rule is not None},
+        owners=set(tags.owned)
+        | {r.rule for r in roots.values() if r.rule is not None}
+        | {t.rule for t in dangling if t.rule is not None},
         unknown_age=unknown,
         missing=tags.missing,
         orphans=tags.orphans,
@@ -71,4 +77,5 @@ def decide(repo: Repository, ctx: Context) -> Decided:
         kept=kept,
         unselected=unselected,
         freeable=freeable,
+        dangling=dangling,
     )

@@ -16,7 +16,7 @@ from retention.evaluate.entries import entries
 from retention.evaluate.repository import decide
 from retention.evaluate.words import FUTURE_SLACK, age_words, aware, count
 from retention.model import Inventory, Repository
-from retention.plan import Entry, Plan, Summary, human_bytes
+from retention.plan import Entry, Plan, Summary, Untag, human_bytes
 from retention.policy.model import Policy
 
 # The package's logger, as before the package was split: log records name `retention.evaluate`.
@@ -31,6 +31,8 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
     ctx = Context(policy, now, inventory)
     deletions: list[Entry] = []
     kept: list[Entry] = []
+    untags: list[Untag] = []
+    dangling_left = 0  # dangling tags a rule dooms, left alone: settings.untag is false
     owning: set[int] = set()
     unmatched: list[str] = []
     unknown_age = orphans = missing = 0
@@ -43,6 +45,9 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
         made = entries(decided, ctx)
         deletions.extend(made.deletions)
         kept.extend(made.kept)
+        untags.extend(made.untags)
+        if not policy.settings.untag:
+            dangling_left += sum(1 for t in decided.dangling if t.doomed)
         owning |= decided.owners
         unknown_age += len(decided.unknown_age)
         orphans += decided.orphans
@@ -69,6 +74,7 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
             f"({human_bytes(would - reclaimable)}) kept: {why}"
         )
     warnings.extend(_future_warning(future))
+    warnings.extend(_dangling_warning(dangling_left))
     warnings[:0] = inventory.names_left_alone()  # the walk's names outside the grammar
     for w in warnings:
         log.debug("plan warning: %s", w)
@@ -79,6 +85,7 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
         tags_deleted=sum(len(e.tags) for e in deletions),
         images_deleted=len(deletions),
         bytes_reclaimable=reclaimable,
+        tags_untagged=len(untags),
         complete=inventory.complete,
     )
     return Plan(
@@ -93,6 +100,7 @@ def evaluate(policy: Policy, inventory: Inventory, now: datetime) -> Plan:
         kept=tuple(kept),
         warnings=tuple(warnings),
         inventory_source=inventory.source,
+        untags=tuple(sorted(untags, key=lambda u: (u.repository, u.tag))),
     )
 
 
@@ -181,6 +189,17 @@ def _warnings(
             "the inventory covers only part of the registry: bytes_reclaimable is an upper bound"
         )
     return out
+
+
+def _dangling_warning(left: int) -> list[str]:
+    """Dangling tags a rule does not keep, left alone because settings.untag is false."""
+    if not left:
+        return []
+    its, them = ("its", "it") if left == 1 else ("their", "them")
+    return [
+        f"{count(left, 'dangling tag')} (listed, {its} manifest gone) left alone: "
+        f"`settings.untag: true` would remove {them}"
+    ]
 
 
 def _future_warning(future: list[str]) -> list[str]:

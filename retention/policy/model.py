@@ -5,6 +5,7 @@ Built only by `policy.load`, which compiles every pattern with RE2; this module 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, Protocol
@@ -29,6 +30,25 @@ class Pattern:
 
 def _any(patterns: tuple[Pattern, ...], name: str) -> bool:
     return any(p.matches(name) for p in patterns)
+
+
+# Patterns whose whole-name match selects every tag or repository name (names are never empty
+# and never contain a newline). Regexes are not analysed further: `[^/]*` is not recognised, so
+# a catch-all can be missed but never invented (docs/decisions.md, "Semantic checks").
+MATCH_ALL = frozenset({".*", ".+", "(.*)", "(.+)", "^.*$", "^.+$"})
+
+
+def _selects_every_name(include: Sequence[object]) -> bool:
+    """Whether an include list (pattern sources as written) selects every name: it is empty, or
+    one of its patterns is in `MATCH_ALL`."""
+    return not include or not MATCH_ALL.isdisjoint(s for s in include if isinstance(s, str))
+
+
+def is_catch_all(repositories: Sequence[object], tags: Sequence[object], *, excludes: bool) -> bool:
+    """The one definition of a match that selects everything, shared by `Match` and the
+    loader's check for rules no tag can reach (retention/policy/checks.py): no exclude list,
+    and each include list selects every name."""
+    return not excludes and _selects_every_name(repositories) and _selects_every_name(tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +76,13 @@ class Match:
 
     @property
     def selects_everything(self) -> bool:
-        """True when no include list narrows and no exclude list is set (a catch-all rule, of tags
-        or, with `untagged`, of untagged manifests)."""
-        return not (
-            self.repositories or self.exclude_repositories or self.tags or self.exclude_tags
+        """True when no exclude list is set and each include list is empty or holds a pattern
+        that matches any name (`.*`): a catch-all rule, of tags or, with `untagged`, of
+        untagged manifests."""
+        return is_catch_all(
+            [p.source for p in self.repositories],
+            [p.source for p in self.tags],
+            excludes=bool(self.exclude_repositories or self.exclude_tags),
         )
 
 
@@ -119,6 +142,8 @@ class Settings:
     max_deletions: MaxDeletions = MaxDeletions(count=500)
     unknown_age: UnknownAge = "keep"
     timeouts: Timeouts = Timeouts()
+    # remove a doomed tag alone when its image must stay, and dangling tags (docs/policy.md)
+    untag: bool = False
 
 
 @dataclass(frozen=True, slots=True)

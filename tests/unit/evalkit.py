@@ -99,14 +99,17 @@ def repo(
     tags: Mapping[str, str],
     images: Iterable[Image],
     history: Iterable[tuple[str, str, datetime]] = (),
+    dangling: Iterable[str] = (),
 ) -> Repository:
-    """`tags` maps a tag name to the image name it points at; `history` is (tag, image, at)."""
+    """`tags` maps a tag name to the image name it points at; `history` is (tag, image, at);
+    `dangling` names tags listed whose manifest is gone."""
     events = (TagEvent(t, D(i), at) for t, i, at in history)
     return Repository(
         name=name,
         tags=tuple(sorted((Tag(t, D(i)) for t, i in tags.items()), key=lambda t: t.name)),
         images=tuple(sorted(images, key=lambda i: i.digest)),
         history=tuple(sorted(events, key=lambda e: (e.tag, e.at, e.digest))),
+        dangling_tags=tuple(sorted(dangling)),
     )
 
 
@@ -157,6 +160,7 @@ def policy(
     unknown_age: UnknownAge = "keep",
     max_deletions: MaxDeletions | None = None,
     protect_digests: Iterable[str] = (),
+    untag: bool = False,
 ) -> Policy:
     return Policy(
         registry=RegistryConfig(url=REGISTRY),
@@ -164,7 +168,9 @@ def policy(
         protect_tags=tuple(pat(p) for p in protect),
         protect_digests=frozenset(D(n) for n in protect_digests),
         settings=Settings(
-            unknown_age=unknown_age, max_deletions=max_deletions or MaxDeletions(count=500)
+            unknown_age=unknown_age,
+            max_deletions=max_deletions or MaxDeletions(count=500),
+            untag=untag,
         ),
         path="policies/test.yaml",
         sha256=hashlib.sha256(b"policy").hexdigest(),

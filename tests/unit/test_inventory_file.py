@@ -31,6 +31,7 @@ INVENTORY = inventory(
             image("K1", ago(5), platform="linux/amd64"),
             image("K2", ago(6), platform="linux/arm64"),
         ],
+        dangling=["ghost"],
     )
 )
 POLICY = policy(rule("r", last=1), protect=["latest"])
@@ -76,6 +77,14 @@ def test_the_saved_inventory_round_trips() -> None:
     assert Inventory.from_json(doc).to_json() == INVENTORY.to_json()
 
 
+def test_dangling_tags_are_saved_only_where_there_are_some() -> None:
+    """An inventory without dangling tags has the JSON it had before they were carried."""
+    assert INVENTORY.to_json()["repositories"][0]["dangling_tags"] == ["ghost"]
+    plain = inventory(repo("apps/api", {"a": "A"}, [image("A", ago(1))]))
+    assert "dangling_tags" not in plain.to_json()["repositories"][0]
+    assert Inventory.from_json(plain.to_json()) == plain
+
+
 def test_every_field_damaged_either_loads_cleanly_or_is_an_inventory_error() -> None:
     doc = json.loads(json.dumps(INVENTORY.to_json()))
     tried = 0
@@ -103,6 +112,8 @@ def test_every_field_damaged_either_loads_cleanly_or_is_an_inventory_error() -> 
         (("repositories", 0, "images", 0, "size"), "big", "images[0].size: str where int"),
         (("repositories", 0, "images", 0, "size"), True, "images[0].size: bool where int"),
         (("complete",), "yes", "$.complete: str where bool"),
+        (("repositories", 0, "dangling_tags", 0), "../x", "dangling_tags[0]: invalid tag name"),
+        (("repositories", 0, "dangling_tags"), "ghost", "dangling_tags: str where list"),
     ],
     ids=[
         "name-null",
@@ -115,6 +126,8 @@ def test_every_field_damaged_either_loads_cleanly_or_is_an_inventory_error() -> 
         "size-string",
         "size-bool",
         "complete-string",
+        "dangling-tag-invalid",
+        "dangling-tags-string",
     ],
 )
 def test_damage_is_named(path: tuple[Any, ...], value: Any, message: str) -> None:

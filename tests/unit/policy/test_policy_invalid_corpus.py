@@ -2,8 +2,8 @@
 text, and never a traceback, a hang or a policy.
 
 `NAME.yaml` beside `NAME.expected`; cases too large to commit are generated (see GENERATED).
-Regenerate with `UPDATE_GOLDEN=1 python -m pytest tests/unit/test_policy_invalid_corpus.py`, then
-review every changed golden by hand (`git diff tests/data`).
+Regenerate with `UPDATE_GOLDEN=1 python -m pytest tests/unit/policy/test_policy_invalid_corpus.py`,
+then review every changed golden by hand (`git diff tests/data`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from retention.cli import main
 from retention.policy.load import MAX_BYTES, check_policy_text
 
-CORPUS = Path(__file__).resolve().parents[1] / "data" / "policies" / "invalid"
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "policies" / "invalid"
 # The environment the goldens are checked in: the usual credentials set, anything else unset,
 # and `require_env=True` as in plan/apply/schedule.
 ENV = {"REGISTRY_USER": "ci", "REGISTRY_PASSWORD": "s3cret-value"}

@@ -13,7 +13,7 @@ import jsonschema
 
 from retention.policy.load import policy_schema
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _objects(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:

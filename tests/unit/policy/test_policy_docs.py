@@ -8,7 +8,7 @@ from types import ModuleType
 
 from retention.policy.load import policy_schema
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _generator() -> ModuleType:

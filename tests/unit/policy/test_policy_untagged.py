@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from retention.policy.load import check_policy_text, load_policy_text
-from tests.unit.test_policy_load import ENV, HEAD, _rule
+from tests.unit.policy.test_policy_load import ENV, HEAD, _rule
 
 # With `registry.storage` absent, every untagged rule also gets the "selects nothing" warning.
 NO_STORAGE = (

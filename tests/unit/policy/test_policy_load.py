@@ -36,7 +36,7 @@ schedule: {cron: "30 3 * * *", timezone: Europe/Berlin}
 gc:
   command: [docker-registry, garbage-collect, /etc/docker/registry/config.yml]
   storage_path: /var/lib/docker-registry
-settings: {concurrency: 4, max_deletions: 25%, unknown_age: oldest}
+settings: {concurrency: 4, max_deletions: 25%, unknown_age: oldest, untag: true}
 protect:
   tags: ['latest', 'v?\\d+\\.\\d+\\.\\d+']
 rules:
@@ -99,7 +99,7 @@ def test_a_full_policy_becomes_exactly_these_values() -> None:
         storage_path="/var/lib/docker-registry",
     )
     assert policy.settings == Settings(
-        concurrency=4, max_deletions=MaxDeletions(percent=25.0), unknown_age="oldest"
+        concurrency=4, max_deletions=MaxDeletions(percent=25.0), unknown_age="oldest", untag=True
     )
     assert [p.source for p in policy.protect_tags] == ["latest", r"v?\d+\.\d+\.\d+"]
     first, second = policy.rules
@@ -123,6 +123,7 @@ def test_defaults_fill_what_a_minimal_policy_leaves_out() -> None:
     assert policy.registry.tls == Tls(verify=True, ca_file=None)
     assert policy.settings == Settings()
     assert policy.settings.max_deletions == MaxDeletions(count=500)
+    assert policy.settings.untag is False
     assert policy.schedule is None
     assert policy.gc is None
     assert policy.protect_tags == ()
