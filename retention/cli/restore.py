@@ -37,8 +37,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
         help="re-upload the manifests an apply deleted, from its journal",
         description=(
             "Re-uploads the manifests an apply deleted (platform manifests before their index, "
-            "subjects before their artifacts) and points their tags at them again; a tag pushed "
-            "since is left alone. Works only until garbage collection runs: it re-uploads "
+            "subjects before their artifacts) and points their tags at them again, and points "
+            "each tag an apply untagged at its image again; a tag pushed since is left alone. "
+            "Works only until garbage collection runs: it re-uploads "
             "manifests, not the layers they reference. Exit 0 when everything was restored, 3 "
             "when only part, 1 when nothing."
         ),
