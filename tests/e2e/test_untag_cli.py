@@ -15,6 +15,7 @@ from retention.cli import main
 from tests.harness.probes import Capabilities
 from tests.harness.registry import CraneRegistry, RegistryProcess
 from tests.harness.seed import Pushed, Pusher, list_tags, pull_complete, resolve
+from tests.integration.test_apply_faults import _dangle
 
 NOW = datetime.now(UTC)
 
@@ -26,7 +27,7 @@ def _policy(path: Path, url: str, prefix: str) -> Path:
         f"settings:\n  untag: true\n"
         f"rules:\n"
         f"  - name: releases\n"
-        f"    match: {{repositories: ['{prefix}/.*'], tags: ['stable']}}\n"
+        f"    match: {{repositories: ['{prefix}/.*'], tags: ['stable', 'lts']}}\n"
         f"    keep: all\n"
         f"  - name: builds\n"
         f"    match: {{repositories: ['{prefix}/.*'], tags: ['build-.*']}}\n"
@@ -115,3 +116,91 @@ def test_doctor_checks_push_when_the_policy_untags(
     out = capsys.readouterr().out
     assert f"push: allowed in {repo} (an upload started and cancelled)" in out
     assert list_tags(registry.url, repo) == ["stable"]
+
+
+def test_an_untag_added_to_a_saved_plan_is_skipped_when_the_policy_keeps_the_tag(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Invariant 8 for untags: `build-2` (the newest build, kept by `last: 1`) is moved from
+    kept to untags by hand; apply evaluates the policy again and leaves it."""
+    repo = f"{repo_prefix}/app"
+    _released, newer = _push(pusher, repo)
+    policy = _policy(tmp_path / "p.yaml", registry.url, repo_prefix)
+    plan_file = tmp_path / "plan.json"
+    assert main(["plan", "-p", str(policy), "-o", str(plan_file)]) == 0
+    doc = json.loads(plan_file.read_text())
+    for kept in doc["kept"]:
+        if "build-2" in kept["tags"]:
+            kept["tags"].remove("build-2")
+    doc["untags"].append(
+        {"repository": repo, "tag": "build-2", "digest": newer.digest, "rule": "builds",
+         "reason": "added by hand"}
+    )  # fmt: skip
+    doc["summary"]["tags_untagged"] += 1
+    plan_file.write_text(json.dumps(doc))
+    capsys.readouterr()
+
+    assert main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]) == 3
+
+    err = capsys.readouterr().err
+    assert f"untag kept: {repo}:build-2: the policy keeps it now:" in err
+    assert list_tags(registry.url, repo) == ["build-2", "stable"]  # build-1 untagged as planned
+    assert resolve(registry.url, repo, "build-2") == newer.digest
+
+
+def test_a_tag_pushed_again_between_plan_and_apply_is_stale(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = f"{repo_prefix}/app"
+    _push(pusher, repo)
+    policy = _policy(tmp_path / "p.yaml", registry.url, repo_prefix)
+    plan_file = tmp_path / "plan.json"
+    assert main(["plan", "-p", str(policy), "-o", str(plan_file)]) == 0
+    # build-1 moved onto another image the policy would untag it from too: the policy check
+    # passes, the re-resolution right before sees the move
+    lts = pusher.push_image(repo, "lts", created=NOW - timedelta(days=5))
+    rebuilt = pusher.tag(repo, "build-1", lts)
+    capsys.readouterr()
+
+    assert main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]) == 3
+
+    assert f"untag stale: {repo}:build-1: the tag points at {rebuilt.digest}" in (
+        capsys.readouterr().err
+    )
+    assert resolve(registry.url, repo, "build-1") == rebuilt.digest
+    assert pull_complete(registry.url, repo, "build-1")
+
+
+def test_a_dangling_tag_is_planned_and_cleared(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A dangling tag (a registry killed inside a DELETE, as test_apply_faults.py leaves it) is
+    planned by name and removed: the throw-away push re-points it, the DELETE takes it away."""
+    repo = "team/app"
+    _push(fresh_pusher, repo)
+    lost = fresh_pusher.push_image(repo, "build-0", created=NOW - timedelta(days=20))
+    _dangle(fresh_registry, repo, lost.digest, ["build-0"], "revision")
+    policy = _policy(tmp_path / "p.yaml", fresh_registry.url, "team")
+    plan_file = tmp_path / "plan.json"
+    assert main(["plan", "-p", str(policy), "-o", str(plan_file)]) == 0
+    untags = json.loads(plan_file.read_text())["untags"]
+    assert [(u["tag"], u["digest"] is None) for u in untags] == [
+        ("build-0", True),
+        ("build-1", False),
+    ]
+
+    assert main(["apply", str(plan_file), "--yes", "--journal", str(tmp_path / "j")]) == 0
+
+    assert list_tags(fresh_registry.url, repo) == ["build-2", "stable"]
+    assert pull_complete(fresh_registry.url, repo, "stable")
