@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from retention import oci
-from retention.errors import AuthError, RegistryError
+from retention.errors import AuthError, ProtocolError, RegistryError
 from retention.policy.model import Auth, RegistryConfig
 from retention.registry import RegistryClient, RetryPolicy
+from tests.harness.faultproxy import Fault, FaultProxy
 from tests.harness.probes import Capabilities
 from tests.harness.registry import CraneRegistry, RegistryProcess
 from tests.harness.seed import Pusher, list_tags, pull_complete, resolve
@@ -112,3 +113,25 @@ def test_push_probe_pushes_nothing_and_sees_a_refusal(
     assert after == before
     answered = [(e.method, e.status) for e in process.access_log(mark) if e.status != 401]
     assert answered[:2] == [("POST", 202), ("DELETE", 204)]  # started, then cancelled
+
+
+def test_an_upload_location_on_another_origin_is_refused_before_any_put(
+    registry: RegistryProcess, pusher: Pusher, unique_repo: str
+) -> None:
+    """A hostile answer to the upload POST names another host: the blob (and the credentials
+    the PUT would carry) never go there."""
+    pusher.push_image(unique_repo, "v1")
+    with FaultProxy(registry.url) as proxy:
+        proxy.add(
+            Fault(
+                "header",
+                path=r"/blobs/uploads/$",
+                method="POST",
+                header_name="Location",
+                header_value="http://127.0.0.2:9/v2/stolen/blobs/uploads/1",
+            )
+        )
+        with _client(proxy.url) as client, pytest.raises(ProtocolError, match="another origin"):
+            client.upload_blob(unique_repo, b'{"never": "uploaded"}')
+        methods = [r.method for r in proxy.requests]
+    assert methods == ["HEAD", "POST"]
