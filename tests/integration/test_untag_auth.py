@@ -93,6 +93,9 @@ def test_push_is_asked_only_where_untags_push_and_a_refusal_fails_only_those(
         assert pull_complete(process.url, repo, "stable", auth=MintingAuth(server))
     assert resolve(process.url, DELETES_ONLY, old.digest, auth=MintingAuth(server)) is None
     assert resolve(process.url, DELETES_ONLY, "v2", auth=MintingAuth(server)) == new.digest
+    journal_text = (tmp_path / "j.jsonl").read_text()
+    assert PASSWORD not in journal_text and '"record":"untag"' in journal_text
+    assert not any(token in journal_text for token in server.issued)
     pushes = {s for scopes in server.scopes_asked() for s in scopes if "push" in s}
     assert pushes == {f"repository:{ALLOWED}:pull,push", f"repository:{REFUSED}:pull,push"}
 

@@ -341,3 +341,49 @@ def test_untag_then_garbage_collection_breaks_no_kept_image(
     for untag in untags:
         left = oci.sha256_digest(throw_away_manifest(repo, untag.tag, "nonce-1"))
         assert not manifest_exists(fresh_registry.url, repo, left)
+
+
+@pytest.mark.parametrize("method", ["throw-away", "delete-tag"])
+def test_the_request_budget_of_an_untag(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    capabilities: Capabilities,
+    repo_prefix: str,
+    tmp_path: Path,
+    method: str,
+) -> None:
+    """docs/decisions.md, "Untag: registry side": per untag a GET of the tag, the method's
+    writes, a HEAD of the tag and of the image; once per repository the empty config's upload
+    (throw-away) and the tags/list that confirms."""
+    if method == "delete-tag" and not capabilities.tag_delete:
+        method = "throw-away"  # 2.8 deletes no tag: its budget is the throw-away one, again
+    repo = f"{repo_prefix}/app"
+    image = _shared(pusher, repo)
+    pusher.tag(repo, "build-8", image)
+    policy = load(write_policy(tmp_path / "p.yaml", registry.url, repo_prefix, last=5))
+    untags = [Untag(repo, t, image.digest, "keep-recent", "test") for t in ("build-7", "build-8")]
+    plan = _plan(policy, repo_prefix, untags, method)
+    mark = registry.log_mark()
+
+    outcomes, error = _run(policy, plan, tmp_path / "j.jsonl")
+
+    assert [o.kind for o in outcomes] == ["untagged", "untagged"] and error is None
+    seen = [
+        (e.method, "uploads" if "/uploads/" in e.path else e.path.split("/")[-2], e.status)
+        for e in registry.wait_for_requests(mark, 20, timeout=2.0)
+        if e.user_agent.startswith("retention/")
+    ]
+    per_untag = [("GET", "manifests", 200), ("HEAD", "manifests", 404), ("HEAD", "manifests", 200)]
+    if method == "delete-tag":
+        per_untag.append(("DELETE", "manifests", 202))  # by tag
+        once: list[tuple[str, str, int]] = []
+    else:
+        per_untag += [
+            ("PUT", "manifests", 201),  # the throw-away, to the tag
+            ("HEAD", "manifests", 200),  # the tag names it
+            ("DELETE", "manifests", 202),  # by its digest
+        ]
+        # the empty config: missing in a new repository, uploaded once, then found
+        once = [("HEAD", "blobs", 404), ("POST", "uploads", 202), ("PUT", "uploads", 201)]
+        once += [("HEAD", "blobs", 200)]
+    assert sorted(seen) == sorted(per_untag * 2 + once + [("GET", "tags", 200)])
