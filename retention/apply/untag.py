@@ -39,7 +39,6 @@ _UNREACHABLE = frozenset({429, 502, 503, 504})
 
 DELETE_TAG = "delete-tag"
 THROW_AWAY = "throw-away"
-METHODS = frozenset({DELETE_TAG, THROW_AWAY})
 
 # The OCI empty descriptor's blob (image-spec manifest.md, "Guidance for an Empty Descriptor").
 EMPTY_CONFIG = b"{}"
@@ -114,6 +113,9 @@ class UntagRun:
         self.nonce = nonce
         self.policy_keeps = policy_keeps
         self.methods = dict(plan.untag_methods)
+        # what earlier runs of this plan did, read once (the journal can be long)
+        self.finished = journal.state.untags_finished()
+        self.earlier = journal.state.untag_intents()
 
     def run(self) -> tuple[UntagOutcome, ...]:
         # Repositories in parallel, the untags of one repository one after another: distribution
@@ -129,7 +131,7 @@ class UntagRun:
     # -- one untag ----------------------------------------------------------------------------
 
     def _one(self, untag: Untag) -> UntagOutcome:
-        if (untag.repository, untag.tag) in self.journal.state.untags_finished():
+        if (untag.repository, untag.tag) in self.finished:
             return UntagOutcome(untag, "resumed", "an earlier run of this plan removed it")
         not_attempted = self.ctl.not_attempted()
         if not_attempted is not None:
@@ -148,7 +150,7 @@ class UntagRun:
         repo, tag = untag.repository, untag.tag
         method = self.methods.get(repo, THROW_AWAY)
         # an earlier attempt (failed, or cut short by a crash) may have left its throw-away
-        earlier = self.journal.state.untag_intents().get((repo, tag))
+        earlier = self.earlier.get((repo, tag))
         if earlier is not None and earlier.throwaway is not None:
             self._finish_half_done(earlier)
         if (repo, tag) in self.policy_keeps:
