@@ -204,3 +204,23 @@ def test_a_dangling_tag_is_planned_and_cleared(
 
     assert list_tags(fresh_registry.url, repo) == ["build-2", "stable"]
     assert pull_complete(fresh_registry.url, repo, "stable")
+
+
+def test_one_step_apply_untags(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    repo_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`apply -p POLICY --yes` (as scheduled runs do): plan, probe, untag in one process."""
+    repo = f"{repo_prefix}/app"
+    released, _newer = _push(pusher, repo)
+    policy = _policy(tmp_path / "p.yaml", registry.url, repo_prefix)
+
+    code = main(["apply", "-p", str(policy), "--yes", "--journal", str(tmp_path / "j")])
+
+    assert code == 0
+    assert "untagged 1, stale 0, already gone 0, failed 0" in capsys.readouterr().err
+    assert list_tags(registry.url, repo) == ["build-2", "stable"]
+    assert resolve(registry.url, repo, "stable") == released.digest
