@@ -124,9 +124,30 @@ class UntagRun:
         by_repo: dict[str, list[Untag]] = {}
         for untag in sorted(self.plan.untags, key=lambda u: (u.repository, u.tag)):
             by_repo.setdefault(untag.repository, []).append(untag)
-        done = self.ctl.map(lambda untags: [self._one(u) for u in untags], by_repo.values())
+        done = self.ctl.map(self._repository, by_repo.values())
         outcomes = [o for _, group in done for o in group]
         return tuple(self._confirm_unlisted(outcomes))
+
+    def _repository(self, untags: list[Untag]) -> list[UntagOutcome]:
+        repo = untags[0].repository
+        if repo not in self.methods and self.ctl.not_attempted() is None:
+            # a plan made from a saved inventory (no registry then) or edited: probe it now
+            self.methods[repo] = self._probe(repo)
+        return [self._one(u) for u in untags]
+
+    def _probe(self, repo: str) -> str:
+        """`RegistryClient.probe_tag_delete` (a random tag, never a real one); a refused probe
+        falls back to the throw-away method, as `plan` does."""
+        try:
+            return DELETE_TAG if self.client.probe_tag_delete(repo) else THROW_AWAY
+        except RegistryError as exc:
+            log.warning(
+                "%s: whether the registry deletes tags could not be probed (%s); untags there "
+                "use the throw-away method",
+                repo,
+                first_line(exc.diagnostics()),
+            )
+            return THROW_AWAY
 
     # -- one untag ----------------------------------------------------------------------------
 
@@ -148,7 +169,7 @@ class UntagRun:
 
     def _attempt(self, untag: Untag) -> UntagOutcome:
         repo, tag = untag.repository, untag.tag
-        method = self.methods.get(repo, THROW_AWAY)
+        method = self.methods.get(repo, THROW_AWAY)  # set for every repository by now
         # an earlier attempt (failed, or cut short by a crash) may have left its throw-away
         earlier = self.earlier.get((repo, tag))
         if earlier is not None and earlier.throwaway is not None:

@@ -387,3 +387,29 @@ def test_the_request_budget_of_an_untag(
         once = [("HEAD", "blobs", 404), ("POST", "uploads", 202), ("PUT", "uploads", 201)]
         once += [("HEAD", "blobs", 200)]
     assert sorted(seen) == sorted(per_untag * 2 + once + [("GET", "tags", 200)])
+
+
+def test_a_plan_without_methods_is_probed_by_apply(
+    registry: RegistryProcess,
+    pusher: Pusher,
+    tag_registry: CraneRegistry,
+    capabilities: Capabilities,
+    repo_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """A plan made from a saved inventory (`plan --from-inventory` contacts no registry) has no
+    `untag_methods`: apply probes each repository itself, once, before its untags."""
+    repo = f"{repo_prefix}/app"
+    matrix = "delete-tag" if capabilities.tag_delete else "throw-away"
+    for n, (url, method) in enumerate(((registry.url, matrix), (tag_registry.url, "delete-tag"))):
+        with Pusher(url) as seeder:
+            image = _shared(seeder, repo)
+        policy = load(write_policy(tmp_path / "p.yaml", url, repo_prefix, last=5))
+        untag = Untag(repo, "build-7", image.digest, "keep-recent", "shares its image")
+        plan = dataclasses.replace(_plan(policy, repo_prefix, [untag], method), untag_methods=())
+
+        (outcome,), error = _run(policy, plan, tmp_path / f"j{n}.jsonl")
+
+        assert (outcome.kind, outcome.method, error) == ("untagged", method, None)
+        assert list_tags(url, repo) == ["latest", "stable"]
+        assert pull_complete(url, repo, "stable")
