@@ -406,6 +406,11 @@ def scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunOu
             # and the next run plans them again.
             warnings.append(f"{stop.reason}: stopped between deletions; the next run goes on")
             error = None
+        # the run history counts images; untags not done are said as a warning
+        undone = [u for u in report.untags if u.kind in ("stale", "kept", "failed")]
+        if undone:
+            first = f"{undone[0].untag.repository}:{undone[0].untag.tag}: {undone[0].reason}"
+            warnings.append(f"{len(undone)} untag(s) not done ({undone[0].kind} {first})")
         outcome = dataclasses.replace(
             outcome,
             deleted=report.count("deleted") + report.count("resumed"),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from retention.cli import main
+from retention.runlog import read_history
 from tests.harness.probes import Capabilities
 from tests.harness.registry import CraneRegistry, RegistryProcess
 from tests.harness.seed import Pushed, Pusher, list_tags, pull_complete, resolve
@@ -224,3 +225,31 @@ def test_one_step_apply_untags(
     assert "untagged 1, stale 0, already gone 0, failed 0" in capsys.readouterr().err
     assert list_tags(registry.url, repo) == ["build-2", "stable"]
     assert resolve(registry.url, repo, "stable") == released.digest
+
+
+def test_a_scheduled_run_untags_and_warns_of_untags_not_done(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`schedule --once` applies a plan that only untags; its history counts images, so an
+    untag not done is a warning of the run (here: a read-only registry refuses the push)."""
+    _push(fresh_pusher, "team/app")
+    policy = _policy(tmp_path / "p.yaml", fresh_registry.url, "team")
+    history = tmp_path / "history.jsonl"
+    argv = ["schedule", "-p", str(policy), "--once", "--history", str(history)]
+    fresh_registry.restart(readonly=True)
+
+    assert main(argv) == 0
+
+    (record,) = read_history(history)
+    assert record.outcome is not None
+    (warning,) = [w for w in record.outcome.warnings if "untag(s) not done" in w]
+    assert warning.startswith("1 untag(s) not done (failed team/app:build-1: ")
+    assert "refuses uploads" in warning
+    fresh_registry.restart(readonly=False)
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert list_tags(fresh_registry.url, "team/app") == ["build-2", "stable"]
+    assert [w for w in read_history(history)[-1].outcome.warnings if "untag" in w] == []  # type: ignore[union-attr]
