@@ -269,9 +269,12 @@ def _inventory_from(doc: Any) -> Inventory:
                 raise _Bad(f"{where}.history[{hi}]: expected [tag, digest, time]")
             history.append(TagEvent(h[0], _digest(h[1], f"{where}.history[{hi}]"), at))
         dangling = _get(r, "dangling_tags", where, list, default=[])
+        listed = {t.name for t in tags}
         for di, tag in enumerate(dangling):
             if not isinstance(tag, str) or not is_tag(tag):
                 raise _Bad(f"{where}.dangling_tags[{di}]: invalid tag name {str(tag)[:140]!r}")
+            if tag in listed:  # a tag resolves to a manifest or it does not: never both
+                raise _Bad(f"{where}.dangling_tags[{di}]: {tag!r} is in tags too")
         repos.append(
             Repository(
                 name=name,

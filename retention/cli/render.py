@@ -57,8 +57,9 @@ def inventory_text(inventory: Inventory) -> str:
     for r in repos:
         lines += ["", f"{names[r.name]}:"]
         tags = {t.name: untrusted(t.name) for t in r.tags}
+        dangling = [untrusted(t) for t in r.dangling_tags]
         # columns as wide as this repository's longest tag: cosign tags are 75 characters
-        tag_width = max([len(t) for t in tags.values()] + [3])
+        tag_width = max([len(t) for t in [*tags.values(), *dangling]] + [3])
         lines.append(f"  {'TAG':<{tag_width}}  {'DIGEST':<19}  {'CREATED':<20}  {'SIZE':>10}")
         for t in r.tags:
             image = r.image(t.digest)
@@ -68,6 +69,7 @@ def inventory_text(inventory: Inventory) -> str:
                 f"  {tags[t.name]:<{tag_width}}  {untrusted(t.digest[:19])}  {created:<20}  "
                 f"{size:>10}".rstrip()
             )
+        lines.extend(f"  {t:<{tag_width}}  (dangling: listed, its manifest gone)" for t in dangling)
         untagged = sorted(untagged_digests(r))
         if untagged:
             lines.append(

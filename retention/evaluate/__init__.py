@@ -3,9 +3,10 @@ per-tag verdicts behind `retention explain`.
 
 No I/O and no clock (`now` is a parameter). One repository is decided in phases, each a
 function: tag states and ranking (`tags`), untagged manifests (`untagged`), grounded deletions
-and the keep closure (`graph`), run in order by `repository`; then the entries (`entries`). The
-plan (`summary`) and `explain` share those phases. The policy language is docs/policy.md; what
-it leaves open is recorded in docs/decisions.md (Evaluate and plan).
+and the keep closure (`graph`), the untags of `settings.untag` (`untags`), run in order by
+`repository`; then the entries (`entries`). The plan (`summary`) and `explain` share those
+phases. The policy language is docs/policy.md; what it leaves open is recorded in
+docs/decisions.md (Evaluate and plan; Untag: policy and plan).
 """
 
 from retention.evaluate.explain import Decision, TagVerdict, explain

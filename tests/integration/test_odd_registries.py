@@ -7,6 +7,7 @@ to plan) and apply without touching anything a kept tag needs (DESIGN §6 invari
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -190,6 +191,51 @@ def test_a_dangling_tag_left_on_disk_is_reported_and_left_alone(
     report = run_apply(load(policy_path), plan, tmp_path / "journal")
     assert_plan_applied_exactly(fresh_registry.url, plan, report)
     assert list_tags(fresh_registry.url, repo) == ["ghost", "new"]
+
+
+@pytest.mark.parametrize("source", ["api", "storage"])
+def test_a_dangling_tag_is_untagged_with_settings_untag(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    source: str,
+) -> None:
+    """Both inventories carry the dangling tag to evaluation, which plans it as an untag with no
+    digest; the storage one compares with the API without calling it another registry (the tag
+    folder is still there, its revision gone: what a registry killed mid-DELETE leaves)."""
+    now = datetime.now(UTC)
+    repo = "team/app"
+    ghost = fresh_pusher.push_image(repo, "ghost", created=now - 90 * DAY)
+    new = fresh_pusher.push_image(repo, "new", created=now - DAY)
+    revisions = _storage(fresh_registry) / "repositories" / repo / "_manifests" / "revisions"
+    (revisions / "sha256" / ghost.digest.removeprefix("sha256:") / "link").unlink()
+    # a tag link written a day ago: not a push in flight (retention/storage.py IN_FLIGHT_SECONDS)
+    link = revisions.parent / "tags" / "ghost" / "current" / "link"
+    day_ago = (now - DAY).timestamp()
+    os.utime(link, (day_ago, day_ago))
+    fresh_registry.restart()
+    assert resolve(fresh_registry.url, repo, "ghost") is None
+    policy_path = tmp_path / "p.yaml"
+    policy_path.write_text(
+        f"version: 1\nregistry:\n  url: {fresh_registry.url}\n"
+        f"  storage:\n    filesystem: {fresh_registry.storage_dir}\n"
+        "settings: {untag: true}\n"
+        "rules:\n  - name: all\n    match: {repositories: ['team/.*']}\n    keep: {last: 1}\n"
+    )
+    out = tmp_path / "plan.json"
+    code = cli.main(["plan", "-p", str(policy_path), "-o", str(out), "--inventory-source", source])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"{repo}:ghost is listed but its manifest is gone (a dangling tag)" in err
+    assert "in flight" not in err
+    plan = plan_mod.from_json(out.read_bytes(), "plan.json")
+    assert plan.inventory_source == source
+    assert [(u.repository, u.tag, u.digest, u.rule) for u in plan.untags] == [
+        (repo, "ghost", None, "all")
+    ]
+    assert plan.deletions == ()
+    assert [(e.digest, e.tags) for e in plan.kept if e.tags] == [(new.digest, ("new",))]
 
 
 def test_an_index_missing_a_platform_manifest_is_planned_by_what_is_there(

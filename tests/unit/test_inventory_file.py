@@ -114,6 +114,7 @@ def test_every_field_damaged_either_loads_cleanly_or_is_an_inventory_error() -> 
         (("complete",), "yes", "$.complete: str where bool"),
         (("repositories", 0, "dangling_tags", 0), "../x", "dangling_tags[0]: invalid tag name"),
         (("repositories", 0, "dangling_tags"), "ghost", "dangling_tags: str where list"),
+        (("repositories", 0, "dangling_tags", 0), "latest", "dangling_tags[0]: 'latest' is in"),
     ],
     ids=[
         "name-null",
@@ -128,6 +129,7 @@ def test_every_field_damaged_either_loads_cleanly_or_is_an_inventory_error() -> 
         "complete-string",
         "dangling-tag-invalid",
         "dangling-tags-string",
+        "dangling-tag-also-listed",
     ],
 )
 def test_damage_is_named(path: tuple[Any, ...], value: Any, message: str) -> None:
