@@ -14,7 +14,8 @@ GO_TOOLS := \
 	registry3=github.com/distribution/distribution/v3/cmd/registry@v3.1.2 \
 	regctl=github.com/regclient/regclient/cmd/regctl@v0.11.7 \
 	oras=oras.land/oras/cmd/oras@v1.3.6 \
-	cosign=github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+	cosign=github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5 \
+	crane=github.com/google/go-containerregistry/cmd/crane@v0.22.1
 # Go on PATH, else where the Go release archive installs it (a non-login shell may lack it on PATH)
 GO ?= $(shell command -v go 2>/dev/null || { test -x /usr/local/go/bin/go && echo /usr/local/go/bin/go; })
 export GOMODCACHE ?= $(HOME)/.cache/go-mod

@@ -1,5 +1,6 @@
 """`retention doctor`: is this registry ready for retention? One check per line: reachable, API
-version, credentials, catalog access, whether deletion is enabled, clock skew.
+version, credentials, catalog access, whether deletion is enabled, whether the credentials may
+push (for `untag: true`), clock skew.
 
 May import registry (through its port, `registry.api.RegistryPort`) and errors; never prints.
 Deletion is probed with a DELETE of the all-zero sha256 digest, never a real one
@@ -49,8 +50,11 @@ def run_checks(
     now: datetime,
     repository: str | None = None,
     max_skew: timedelta = MAX_CLOCK_SKEW,
+    push: bool = False,
 ) -> tuple[Check, ...]:
-    """Every check, in order; stops after `reachable` when the registry cannot be reached."""
+    """Every check, in order; stops after `reachable` when the registry cannot be reached.
+    `push` (a policy with `untag: true`) adds whether the credentials may push: a blob upload
+    started and cancelled, nothing pushed."""
     checks: list[Check] = []
     try:
         ping = client.ping()
@@ -102,12 +106,18 @@ def run_checks(
                 hint="check the policy's registry.auth, or `docker login` for docker-config",
             )
         )
-    checks.extend(_catalog_and_delete(client, repository))
+    access, probe = _catalog_and_delete(client, repository)
+    checks.extend(access)
+    if push:
+        checks.append(_push(client, probe))
     checks.append(_clock(ping.server_date, now, max_skew))
     return tuple(checks)
 
 
-def _catalog_and_delete(client: RegistryPort, repository: str | None) -> list[Check]:
+def _catalog_and_delete(
+    client: RegistryPort, repository: str | None
+) -> tuple[list[Check], str | None]:
+    """The catalog and deletion checks, and the repository deletion was probed in."""
     checks: list[Check] = []
     first: str | None = None
     pages = client.catalog()
@@ -141,7 +151,7 @@ def _catalog_and_delete(client: RegistryPort, repository: str | None) -> list[Ch
                 hint="pass --repository NAME",
             )
         )
-        return checks
+        return checks, None
     try:
         enabled = client.probe_delete(probe)
     except DeleteDisabledError:
@@ -155,10 +165,10 @@ def _catalog_and_delete(client: RegistryPort, repository: str | None) -> list[Ch
                 hint="apply needs the delete action (pull,delete) on every repository it cleans",
             )
         )
-        return checks
+        return checks, probe
     except RegistryError as exc:
         checks.append(Check("deletion", "fail", f"probe in {probe} failed: {_first(exc)}"))
-        return checks
+        return checks, probe
     if enabled:
         checks.append(
             Check("deletion", "ok", f"enabled (DELETE of the all-zero digest in {probe}: 404)")
@@ -173,7 +183,27 @@ def _catalog_and_delete(client: RegistryPort, repository: str | None) -> list[Ch
                 "a read-only registry or a pull-through cache cannot delete",
             )
         )
-    return checks
+    return checks, probe
+
+
+def _push(client: RegistryPort, probe: str | None) -> Check:
+    """Whether the credentials may push, for `untag: true`: the throw-away method pushes a tiny
+    manifest to each tag it removes (docs/decisions.md, "Untag: registry side")."""
+    if probe is None:
+        return Check("push", "warn", "not checked: no repository to probe", "pass --repository")
+    try:
+        allowed = client.probe_push(probe)
+    except RegistryError as exc:
+        return Check("push", "fail", f"probe in {probe} failed: {_first(exc)}")
+    if allowed:
+        return Check("push", "ok", f"allowed in {probe} (an upload started and cancelled)")
+    return Check(
+        "push",
+        "fail",
+        f"refused in {probe}",
+        hint="untag: true removes a tag with a throw-away manifest where the registry cannot "
+        "delete tags: grant push (pull,push,delete) on the repositories it untags in",
+    )
 
 
 def _clock(server_date: datetime | None, now: datetime, max_skew: timedelta) -> Check:

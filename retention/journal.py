@@ -1,5 +1,5 @@
-"""The apply journal: JSON lines written around every DELETE, so a re-run resumes and `restore`
-can put deleted manifests back.
+"""The apply journal: JSON lines written around every DELETE and every untag, so a re-run
+resumes and `restore` can put deleted manifests back and re-point untagged tags.
 
 Imports `errors`, `files`, `state` and `text` (plus the standard library). Each record is one line,
 written with one `write()` on an O_APPEND file, then flushed and fsynced before the caller goes on.
@@ -43,6 +43,7 @@ TERMINAL_KINDS: frozenset[str] = frozenset({"done", "gone"})
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 Key = tuple[str, str]  # (repository, digest)
+TagKey = tuple[str, str]  # (repository, tag): an untag
 
 
 def _parse_time(text: str, where: str) -> datetime:
@@ -115,10 +116,49 @@ class OutcomeRecord:
         return (self.repository, self.digest)
 
 
-Record = RunRecord | IntentRecord | OutcomeRecord
+@dataclass(frozen=True, slots=True)
+class UntagIntentRecord:
+    """Written before an untag touches the registry: what `restore` needs to point the tag at its
+    image again, and the throw-away manifest a resumed run must not leave behind.
+
+    `digest`, `media_type` and `raw` are the image the tag pointed at (None for a dangling tag);
+    `throwaway` is the digest of the manifest the throw-away method pushes to the tag (None for
+    the delete-tag method)."""
+
+    registry: str
+    repository: str
+    tag: str
+    digest: str | None
+    media_type: str | None
+    raw: bytes | None = field(repr=False)
+    method: str  # "delete-tag" or "throw-away"
+    throwaway: str | None
+    at: datetime
+
+    @property
+    def key(self) -> TagKey:
+        return (self.repository, self.tag)
 
 
-def _record_json(record: Record) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class UntagOutcomeRecord:
+    """Written after an untag (done, gone, failed) or instead of one (stale, kept, failed)."""
+
+    kind: OutcomeKind
+    repository: str
+    tag: str
+    reason: str | None
+    at: datetime
+
+    @property
+    def key(self) -> TagKey:
+        return (self.repository, self.tag)
+
+
+Record = RunRecord | IntentRecord | OutcomeRecord | UntagIntentRecord | UntagOutcomeRecord
+
+
+def to_document(record: Record) -> dict[str, Any]:
     if isinstance(record, RunRecord):
         return {
             "record": "run",
@@ -141,6 +181,30 @@ def _record_json(record: Record) -> dict[str, Any]:
             "manifest": base64.b64encode(record.raw).decode("ascii"),
             "at": format_time(record.at),
         }
+    if isinstance(record, UntagIntentRecord):
+        return {
+            "record": "untag",
+            "registry": record.registry,
+            "repository": record.repository,
+            "tag": record.tag,
+            "digest": record.digest,
+            "media_type": record.media_type,
+            "manifest": None
+            if record.raw is None
+            else base64.b64encode(record.raw).decode("ascii"),
+            "method": record.method,
+            "throwaway": record.throwaway,
+            "at": format_time(record.at),
+        }
+    if isinstance(record, UntagOutcomeRecord):
+        return {
+            "record": "untag-outcome",
+            "outcome": record.kind,
+            "repository": record.repository,
+            "tag": record.tag,
+            "reason": record.reason,
+            "at": format_time(record.at),
+        }
     return {
         "record": record.kind,
         "repository": record.repository,
@@ -150,9 +214,9 @@ def _record_json(record: Record) -> dict[str, Any]:
     }
 
 
-def encode(record: Record) -> bytes:
+def to_json(record: Record) -> bytes:
     """One journal line: compact JSON with sorted keys and a trailing newline."""
-    text = json.dumps(_record_json(record), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(to_document(record), sort_keys=True, separators=(",", ":"))
     return text.encode("utf-8") + b"\n"
 
 
@@ -170,7 +234,7 @@ def _optional_str(doc: Mapping[str, Any], name: str, where: str) -> str | None:
     return value
 
 
-def decode(line: bytes | str, where: str = "journal") -> Record:
+def from_json(line: bytes | str, where: str = "journal") -> Record:
     """Parse one journal line; raises JournalError saying what is wrong with it."""
     try:
         doc = json.loads(line)
@@ -212,6 +276,19 @@ def decode(line: bytes | str, where: str = "journal") -> Record:
             raw=raw,
             at=at,
         )
+    if kind == "untag":
+        return _untag_intent(doc, at, where)
+    if kind == "untag-outcome":
+        outcome = _field(doc, "outcome", str, where)
+        if outcome not in OUTCOME_KINDS:
+            raise JournalError(f"{where}: unknown untag outcome {outcome!r}")
+        return UntagOutcomeRecord(
+            kind=outcome,
+            repository=_field(doc, "repository", str, where),
+            tag=_field(doc, "tag", str, where),
+            reason=_optional_str(doc, "reason", where),
+            at=at,
+        )
     if kind in OUTCOME_KINDS:
         return OutcomeRecord(
             kind=kind,
@@ -221,6 +298,30 @@ def decode(line: bytes | str, where: str = "journal") -> Record:
             at=at,
         )
     raise JournalError(f"{where}: unknown record type {kind!r}")
+
+
+def _untag_intent(doc: Mapping[str, Any], at: datetime, where: str) -> UntagIntentRecord:
+    encoded = _optional_str(doc, "manifest", where)
+    raw = None
+    if encoded is not None:
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise JournalError(f"{where}: field 'manifest' is not base64") from exc
+    method = _field(doc, "method", str, where)
+    if method not in ("delete-tag", "throw-away"):
+        raise JournalError(f"{where}: unknown untag method {method!r}")
+    return UntagIntentRecord(
+        registry=_field(doc, "registry", str, where),
+        repository=_field(doc, "repository", str, where),
+        tag=_field(doc, "tag", str, where),
+        digest=_optional_str(doc, "digest", where),
+        media_type=_optional_str(doc, "media_type", where),
+        raw=raw,
+        method=method,
+        throwaway=_optional_str(doc, "throwaway", where),
+        at=at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +334,7 @@ class JournalState:
     @property
     def registry(self) -> str | None:
         for record in self.records:
-            if isinstance(record, RunRecord | IntentRecord):
+            if isinstance(record, RunRecord | IntentRecord | UntagIntentRecord):
                 return record.registry
         return None
 
@@ -261,6 +362,18 @@ class JournalState:
                 latest[record.key] = record
         return latest
 
+    def untag_intents(self) -> dict[TagKey, UntagIntentRecord]:
+        """The latest untag intent per (repository, tag)."""
+        return {r.key: r for r in self.records if isinstance(r, UntagIntentRecord)}
+
+    def untag_outcomes(self) -> dict[TagKey, UntagOutcomeRecord]:
+        """The latest untag outcome per (repository, tag)."""
+        return {r.key: r for r in self.records if isinstance(r, UntagOutcomeRecord)}
+
+    def untags_finished(self) -> dict[TagKey, UntagOutcomeRecord]:
+        """Untags a re-run skips: their latest outcome is `done` or `gone`."""
+        return {k: r for k, r in self.untag_outcomes().items() if r.kind in TERMINAL_KINDS}
+
 
 def read_journal(path: Path | str) -> JournalState:
     """Read every record. A torn last line (a crash while writing it) is ignored with a warning;
@@ -278,7 +391,7 @@ def read_journal(path: Path | str) -> JournalState:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        records.append(decode(line, f"{target}:{number}"))
+        records.append(from_json(line, f"{target}:{number}"))
     if torn.strip():
         log.warning("%s: ignoring an incomplete last line (a crash while writing it)", target)
     return JournalState(path=target, records=tuple(records))
@@ -383,7 +496,7 @@ class Journal:
             raise JournalError(f"cannot write journal {self.path}: {exc.strerror or exc}") from exc
 
     def write(self, record: Record) -> None:
-        line = encode(record)
+        line = to_json(record)
         with self._lock:
             self._write_bytes(line)
             self.state = JournalState(path=self.path, records=(*self.state.records, record))
@@ -419,6 +532,40 @@ class Journal:
         self.write(
             OutcomeRecord(
                 kind=kind, repository=repository, digest=digest, reason=reason, at=self._clock()
+            )
+        )
+
+    def untag_intent(
+        self,
+        *,
+        repository: str,
+        tag: str,
+        digest: str | None,
+        media_type: str | None,
+        raw: bytes | None,
+        method: str,
+        throwaway: str | None,
+    ) -> UntagIntentRecord:
+        record = UntagIntentRecord(
+            registry=self.registry,
+            repository=repository,
+            tag=tag,
+            digest=digest,
+            media_type=media_type,
+            raw=raw,
+            method=method,
+            throwaway=throwaway,
+            at=self._clock(),
+        )
+        self.write(record)
+        return record
+
+    def untag_outcome(
+        self, kind: OutcomeKind, *, repository: str, tag: str, reason: str | None = None
+    ) -> None:
+        self.write(
+            UntagOutcomeRecord(
+                kind=kind, repository=repository, tag=tag, reason=reason, at=self._clock()
             )
         )
 

@@ -1,4 +1,5 @@
-"""Restore: re-upload the manifests an apply deleted, from its journal, and re-point their tags.
+"""Restore: re-upload the manifests an apply deleted, from its journal, and re-point their tags;
+and point the tags an apply untagged at their images again.
 
 Works until garbage collection removes the blobs those manifests reference. May import registry
 (through its port, `registry.api.RegistryPort`), journal, oci and errors; never prints.
@@ -14,7 +15,7 @@ from typing import Literal
 
 from retention import oci
 from retention.errors import ProtocolError, RegistryError, RetentionError
-from retention.journal import IntentRecord, JournalState, Key
+from retention.journal import IntentRecord, JournalState, Key, TagKey, UntagIntentRecord
 from retention.registry.api import RegistryPort
 from retention.text import first_line
 
@@ -202,3 +203,84 @@ def _put_failed(intent: IntentRecord, exc: RegistryError) -> RestoreOutcome:
         )
     reason = first_line(exc.diagnostics()) if isinstance(exc, RetentionError) else str(exc)
     return RestoreOutcome(intent, "failed", reason=reason)
+
+
+# -- untags --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UntagRestoreOutcome:
+    """One untagged tag: pointed at its image again, or not (and why)."""
+
+    intent: UntagIntentRecord
+    kind: RestoreKind
+    reason: str | None = None
+    blob_unknown: bool = False
+
+    @property
+    def key(self) -> TagKey:
+        return self.intent.key
+
+
+def select_untags(
+    state: JournalState, *, repository: str | None = None, tag: str | None = None
+) -> tuple[UntagIntentRecord, ...]:
+    """The untags to undo, sorted: every tag the journal has an untag intent for that named an
+    image (a dangling tag named none: there is nothing to point it at), narrowed to a
+    repository and/or a tag."""
+    return tuple(
+        intent
+        for key, intent in sorted(state.untag_intents().items())
+        if intent.raw is not None
+        and intent.digest is not None
+        and intent.media_type is not None
+        and (repository is None or key[0] == repository)
+        and (tag is None or key[1] == tag)
+    )
+
+
+def restore_untags(
+    client: RegistryPort,
+    intents: tuple[UntagIntentRecord, ...],
+    *,
+    progress: Callable[[UntagRestoreOutcome], None] | None = None,
+) -> tuple[UntagRestoreOutcome, ...]:
+    """Point each tag at the image it named before the untag, by PUTting the journaled bytes
+    under the tag (one write; the image itself was kept). A tag pushed since is left alone; a
+    tag still on this run's throw-away manifest is re-pointed and the throw-away deleted."""
+    outcomes = []
+    for intent in intents:
+        outcome = _restore_untag(client, intent)
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(outcome)
+    return tuple(outcomes)
+
+
+def _restore_untag(client: RegistryPort, intent: UntagIntentRecord) -> UntagRestoreOutcome:
+    repo, tag = intent.key
+    assert intent.raw is not None and intent.digest is not None and intent.media_type is not None
+    if not oci.digest_matches(intent.raw, intent.digest):
+        return UntagRestoreOutcome(intent, "failed", "the journal's copy does not match its digest")
+    try:
+        current = client.head_manifest(repo, tag)
+        if current is not None and current.digest == intent.digest:
+            return UntagRestoreOutcome(intent, "restored", "it points at its image already")
+        if current is not None and current.digest != intent.throwaway:
+            return UntagRestoreOutcome(
+                intent, "failed", f"now points at {current.digest} (pushed since); left alone"
+            )
+        client.put_manifest(repo, tag, intent.raw, intent.media_type)
+        if current is not None and intent.throwaway is not None:
+            client.delete_manifest(repo, intent.throwaway)  # a half-done untag's throw-away
+    except RegistryError as exc:
+        if _is_blob_unknown(exc):
+            return UntagRestoreOutcome(
+                intent,
+                "failed",
+                "a blob of its image is gone: garbage collection ran after the image lost its "
+                "last tag",
+                blob_unknown=True,
+            )
+        return UntagRestoreOutcome(intent, "failed", first_line(exc.diagnostics()))
+    return UntagRestoreOutcome(intent, "restored")

@@ -25,10 +25,11 @@ from retention.apply import (
     apply_plan,
     check_plan,
     policy_keeps,
+    policy_untag_keeps,
     untagged_owned,
 )
 from retention.cache import DigestCache
-from retention.errors import InventoryError, UsageError
+from retention.errors import InventoryError, RegistryError, UsageError
 from retention.evaluate import evaluate
 from retention.gc import run_gc, untagged_warnings
 from retention.inventory import Progress, Shard, take_inventory
@@ -48,6 +49,7 @@ from retention.storage import (
     take_storage_inventory,
     with_in_flight,
 )
+from retention.text import first_line
 
 # the logger `retention` as before the split: `--log-format json` lines name it
 log = logging.getLogger("retention")
@@ -177,7 +179,7 @@ def make_plan(
         source=chosen,
     )
     if chosen != "storage":
-        return evaluate(policy, inventory, now), inventory
+        return with_untag_methods(policy, evaluate(policy, inventory, now)), inventory
     # The same-registry check mostly waits on the registry: the policy is evaluated meanwhile,
     # and that plan is kept only if the check passes and adds no tag in flight
     # (docs/decisions.md, "Storage inventory: speed").
@@ -189,7 +191,41 @@ def make_plan(
             checked = checking.result()  # a storage that is not this registry is the error
     if checked is not inventory:
         plan = evaluate(policy, checked, now)
-    return plan, checked
+    return with_untag_methods(policy, plan), checked
+
+
+def with_untag_methods(policy: Policy, plan: Plan) -> Plan:
+    """`plan` with how apply removes a tag alone in each repository it untags in, probed once
+    per repository (`RegistryClient.probe_tag_delete`: a DELETE of a random tag, never a real
+    one): "delete-tag" where the registry deletes tags, else "throw-away". A probe the registry
+    refuses (no delete permission for this account, deletion disabled) plans "throw-away", which
+    works wherever a digest can be deleted, and says so in the plan's warnings."""
+    repositories = sorted({u.repository for u in plan.untags})
+    if not repositories:
+        return plan
+    methods: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    with RegistryClient(
+        policy.registry,
+        concurrency=policy.settings.concurrency,
+        env=os.environ,
+        **client_options(policy),
+    ) as client:
+        for repository in repositories:
+            try:
+                deletes_tags = client.probe_tag_delete(repository)
+            except RegistryError as exc:
+                deletes_tags = False
+                warnings.append(
+                    f"{repository}: whether the registry deletes tags could not be probed "
+                    f"({first_line(exc.diagnostics())}); untags there use the throw-away method"
+                )
+            methods.append((repository, "delete-tag" if deletes_tags else "throw-away"))
+    for warning in warnings:
+        log.warning("%s", warning)
+    return dataclasses.replace(
+        plan, untag_methods=tuple(methods), warnings=(*plan.warnings, *warnings)
+    )
 
 
 def _same_registry(policy: Policy, inventory: Inventory) -> Inventory:
@@ -222,26 +258,33 @@ def sha256_of(plan: Plan) -> str:
     return hashlib.sha256(plan_to_json(plan).encode("utf-8")).hexdigest()
 
 
-def _policy_check(
-    policy: Policy, plan: Plan
-) -> tuple[dict[tuple[str, str], str], frozenset[tuple[str, str]]]:
-    """The plan's deletions the policy keeps now, each with its reason (docs/decisions.md,
-    "Apply against the policy"); and the untagged manifests its untagged rules own now (apply
-    accepts only those untagged entries).
+@dataclasses.dataclass(frozen=True, slots=True)
+class _PolicyCheck:
+    keeps: dict[tuple[str, str], str]  # (repository, digest) → why the policy keeps it now
+    untagged: frozenset[tuple[str, str]]  # untagged manifests an untagged rule owns now
+    untag_keeps: dict[tuple[str, str], str]  # (repository, tag) → why it is not untagged now
+
+
+def _policy_check(policy: Policy, plan: Plan) -> _PolicyCheck:
+    """Invariant 8: the plan's deletions the policy keeps now, each with its reason; the
+    untagged manifests its untagged rules own now (apply accepts only those untagged entries);
+    and the plan's untags the policy does not plan now, each with the reason.
 
     The policy is evaluated again at the wall clock on a fresh inventory of the repositories the
-    plan deletes in (tags and manifests by tag are fetched again; index children and configs come
-    from the digest cache). A plan made from the storage is checked on the storage (read again,
-    those repositories only, and compared with the API as `plan` does): only it sees untagged
-    manifests. A partial inventory cannot tell an orphan attachment from one whose
+    plan deletes or untags in (tags and manifests by tag are fetched again; index children and
+    configs come from the digest cache). A plan made from the storage is checked on the storage
+    (read again, those repositories only, and compared with the API as `plan` does): only it sees
+    untagged manifests. A partial inventory cannot tell an orphan attachment from one whose
     subject lives in another repository, so when that alone keeps something a whole-registry plan
     deletes, the whole registry is walked; if that walk fails, the partial answer stands (it
     keeps more). Any other failure raises before the first DELETE.
     """
     now = datetime.now(UTC)
-    repositories = sorted({e.repository for e in plan.deletions})
+    repositories = sorted(
+        {e.repository for e in plan.deletions} | {u.repository for u in plan.untags}
+    )
     if not repositories:
-        return {}, frozenset()
+        return _PolicyCheck({}, frozenset(), {})
     source = (
         "storage"
         if plan.inventory_source == "storage" and policy.registry.storage_path is not None
@@ -266,7 +309,7 @@ def _policy_check(
             log.warning("%s; the partial inventory's answer stands", exc.diagnostics())
         else:
             keeps = policy_keeps(plan, again)
-    return keeps, untagged_owned(again)
+    return _PolicyCheck(keeps, untagged_owned(again), policy_untag_keeps(plan, again))
 
 
 def _subjects_outside(inventory: Inventory, keys: Iterable[tuple[str, str]]) -> bool:
@@ -302,7 +345,9 @@ def execute_plan(
     """
     # a plan made by this process has just been evaluated: its own untagged entries are the
     # policy's now
-    keeps, untagged = _policy_check(policy, plan) if check_policy else ({}, untagged_owned(plan))
+    check = (
+        _policy_check(policy, plan) if check_policy else _PolicyCheck({}, untagged_owned(plan), {})
+    )
     with (
         RegistryClient(
             policy.registry,
@@ -322,8 +367,9 @@ def execute_plan(
             progress=progress,
             verify_kept=verify_kept,
             should_stop=should_stop,
-            policy_keeps=keeps,
-            policy_untagged=untagged,
+            policy_keeps=check.keeps,
+            policy_untagged=check.untagged,
+            untag_keeps=check.untag_keeps,
         )
 
 
@@ -364,7 +410,7 @@ def scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunOu
         bytes_reclaimable=plan.summary.bytes_reclaimable,
         warnings=tuple(warnings),
     )
-    if plan.deletions:
+    if plan.deletions or plan.untags:
         report = _apply_scheduled(policy, plan, now=now, stop=stop)
         error = report.error.diagnostics() if report.error else None
         if stop.is_set() and error is not None:
@@ -372,6 +418,11 @@ def scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunOu
             # and the next run plans them again.
             warnings.append(f"{stop.reason}: stopped between deletions; the next run goes on")
             error = None
+        # the run history counts images; untags not done are said as a warning
+        undone = [u for u in report.untags if u.kind in ("stale", "kept", "failed")]
+        if undone:
+            first = f"{undone[0].untag.repository}:{undone[0].untag.tag}: {undone[0].reason}"
+            warnings.append(f"{len(undone)} untag(s) not done ({undone[0].kind} {first})")
         outcome = dataclasses.replace(
             outcome,
             deleted=report.count("deleted") + report.count("resumed"),

@@ -23,6 +23,7 @@ from tests.harness.registry import (
     ENV_BINARY,
     TOOLS_BIN,
     AuthRegistry,
+    CraneRegistry,
     RegistryKind,
     RegistryProcess,
     registry_kinds,
@@ -47,6 +48,7 @@ REGISTRY_FIXTURES = frozenset(
         "pusher",
         "fresh_pusher",
         "push_image",
+        "tag_registry",
     }
 )
 
@@ -79,6 +81,8 @@ def pytest_report_header() -> list[str]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     skipped = [f"registry {k.id}" for k in _KINDS if k not in _MATRIX] + _missing_clients()
+    if tool_binary("crane") is None:
+        skipped.append("crane (the tag-deleting registry)")
     if skipped:
         terminalreporter.write_line(
             f"not tested here: {', '.join(skipped)} (no Go toolchain? run `make go-tools`)",
@@ -146,6 +150,22 @@ def registry(
     repositories with `repo_prefix` / `unique_repo`, and never stop, kill or GC it."""
     root = tmp_path_factory.mktemp("registry")
     with RegistryProcess(registry_binary, root=root) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def tag_registry() -> Iterator[CraneRegistry]:
+    """go-containerregistry's registry (`crane registry serve`, `make go-tools`), which deletes
+    a tag alone on `DELETE /v2/<name>/manifests/<tag>`: the untag tests' delete-tag method. Not
+    in the 2.8/3.x matrix (no GC, no auth, manifests in memory). Shared by the session: name
+    repositories with `repo_prefix`. Skip (laptop) or fail (CI=true) without the binary."""
+    binary = tool_binary("crane")
+    if binary is None:
+        message = f"no {TOOLS_BIN / 'crane'}: run `make go-tools` (needs Go)"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    with CraneRegistry(binary) as process:
         yield process
 
 

@@ -6,6 +6,7 @@ flight, each journaled before and after, with dangling-tag repair and a HEAD to 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -21,9 +22,11 @@ from retention.apply.outcomes import (
     OnOutcome,
     ProgressEvent,
     Skip,
+    UntagOutcome,
     Verified,
     reason_of,
 )
+from retention.apply.untag import UntagRun
 from retention.apply.verify import Verifier
 from retention.errors import (
     ApplyRefused,
@@ -34,7 +37,7 @@ from retention.errors import (
     RegistryError,
     TransportError,
 )
-from retention.journal import Journal, Key
+from retention.journal import Journal, Key, TagKey
 from retention.plan import Entry, Plan
 from retention.registry.api import RegistryPort
 
@@ -59,8 +62,12 @@ class _Run:
         verify_kept: bool,
         policy_keeps: Mapping[Key, str],
         policy_untagged: Collection[Key],
+        untag_keeps: Mapping[TagKey, str],
+        nonce: str,
     ) -> None:
         self.plan = plan
+        self.untag_keeps = untag_keeps
+        self.nonce = nonce
         self.policy_keeps = policy_keeps
         # untagged manifests of a storage plan that an untagged rule owns in the policy evaluated
         # again on the storage: the only untagged roots apply accepts (deleted, or skipped as
@@ -111,7 +118,19 @@ class _Run:
             self.journal.outcome(skip.kind, repository=key[0], digest=key[1], reason=skip.reason)
             self._final(EntryOutcome(self.entries[key], skip.kind, skip.reason))
         self._delete_all(verified, deps)
-        return self._report()
+        untags = (
+            UntagRun(
+                self.plan,
+                self.client,
+                self.journal,
+                self.ctl,
+                nonce=self.nonce,
+                policy_keeps=self.untag_keeps,
+            ).run()
+            if self.plan.untags
+            else ()
+        )
+        return self._report(untags)
 
     def _verified(self, todo: list[Key], skips: dict[Key, Skip]) -> dict[Key, Verified]:
         """The entries re-verification proves deletable; the rest go to `skips`. Raises
@@ -281,7 +300,7 @@ class _Run:
             self.ctl.abort(journal_exc)
         return EntryOutcome(e, "failed", reason)
 
-    def _report(self) -> ApplyReport:
+    def _report(self, untags: tuple[UntagOutcome, ...]) -> ApplyReport:
         outcomes = tuple(self.outcomes[key] for key in sorted(self.outcomes))
         gone = {o.key for o in outcomes if o.kind in ("deleted", "gone", "resumed")}
         if len(gone) == len(self.entries):
@@ -295,7 +314,9 @@ class _Run:
                 and (o.entry.parent is None or (o.entry.repository, o.entry.parent) not in gone)
             )
             freed = min(freed, self.plan.summary.bytes_reclaimable)
-        return ApplyReport(outcomes=outcomes, bytes_reclaimable=freed, error=self.ctl.abort_error)
+        return ApplyReport(
+            outcomes=outcomes, bytes_reclaimable=freed, error=self.ctl.abort_error, untags=untags
+        )
 
 
 def _listed(problems: list[tuple[Key, str]]) -> str:
@@ -313,6 +334,8 @@ def apply_plan(
     verify_kept: bool = False,
     policy_keeps: Mapping[Key, str] | None = None,
     policy_untagged: Collection[Key] | None = None,
+    untag_keeps: Mapping[TagKey, str] | None = None,
+    nonce: str | None = None,
 ) -> ApplyReport:
     """Re-verify and delete what the plan lists; resumes from what `journal` already holds.
 
@@ -337,6 +360,11 @@ def apply_plan(
     manifest that no tag, no index and no deleted subject holds is refused as an edited plan,
     unless the plan's inventory came from the storage and `policy_untagged` holds it: an untagged
     manifest an untagged rule selects (docs/decisions.md, "Applying untagged deletions").
+
+    After the DELETEs, the plan's untags (retention/apply/untag.py), one outcome each in
+    `report.untags`; `untag_keeps` holds those the policy, evaluated again, does not plan
+    (`policy_untag_keeps`): skipped as `kept`. `nonce` makes this run's throw-away manifests
+    its own (random when not given).
     """
     control = RunControl(concurrency, should_stop)
     try:
@@ -349,6 +377,8 @@ def apply_plan(
             verify_kept=verify_kept,
             policy_keeps=policy_keeps or {},
             policy_untagged=policy_untagged or (),
+            untag_keeps=untag_keeps or {},
+            nonce=nonce or secrets.token_hex(8),
         ).run()
     finally:
         control.shutdown()

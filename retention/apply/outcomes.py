@@ -1,6 +1,6 @@
-"""What one apply did, as values: an outcome per planned deletion, the progress events, the
-report; and the verdicts of re-verification (`Verified`, `Skip`, `NotManifest`) the steps of a
-run pass to each other. PURE.
+"""What one apply did, as values: an outcome per planned deletion and per planned untag, the
+progress events, the report; and the verdicts of re-verification (`Verified`, `Skip`,
+`NotManifest`) the steps of a run pass to each other. PURE.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Literal
 
 from retention import oci
 from retention.errors import RetentionError
-from retention.journal import Key
-from retention.plan import Entry
+from retention.journal import Key, TagKey
+from retention.plan import Entry, Untag
 from retention.text import first_line
 
 OutcomeKind = Literal["deleted", "gone", "stale", "kept", "failed", "resumed"]
@@ -42,6 +42,29 @@ class EntryOutcome:
         return (self.entry.repository, self.entry.digest)
 
 
+UntagKind = Literal["untagged", "gone", "stale", "kept", "failed", "resumed"]
+
+
+@dataclass(frozen=True, slots=True)
+class UntagOutcome:
+    """What happened to one planned untag (retention/apply/untag.py).
+
+    untagged: this run removed the tag. gone: the tag was already gone. stale: skipped, the tag
+    moved (or was pushed to) since the plan. kept: skipped, the policy evaluated again does not
+    plan it. failed: not done because of an error (a refused push among them); a re-run
+    retries it. resumed: an earlier run of this plan removed it, says the journal.
+    """
+
+    untag: Untag
+    kind: UntagKind
+    reason: str | None = None
+    method: str | None = None  # "delete-tag" or "throw-away", once one was tried
+
+    @property
+    def key(self) -> TagKey:
+        return (self.untag.repository, self.untag.tag)
+
+
 @dataclass(frozen=True, slots=True)
 class ProgressEvent:
     """One entry reached its final state; `done` of `total` entries are final now."""
@@ -59,18 +82,25 @@ class ApplyReport:
     outcomes: tuple[EntryOutcome, ...]  # one per planned deletion, sorted by (repository, digest)
     bytes_reclaimable: int  # what the plan said the entries now gone free (an upper bound)
     error: RetentionError | None = None  # set when apply stopped early (deletion disabled, ...)
+    untags: tuple[UntagOutcome, ...] = ()  # one per planned untag, sorted by (repository, tag)
 
     def count(self, kind: OutcomeKind) -> int:
         return sum(1 for o in self.outcomes if o.kind == kind)
+
+    def untag_count(self, kind: UntagKind) -> int:
+        return sum(1 for o in self.untags if o.kind == kind)
 
     def of_kind(self, kind: OutcomeKind) -> tuple[EntryOutcome, ...]:
         return tuple(o for o in self.outcomes if o.kind == kind)
 
     @property
     def complete(self) -> bool:
-        """Every planned deletion is gone from the registry, and nothing stopped the run."""
-        return self.error is None and all(
-            o.kind in ("deleted", "gone", "resumed") for o in self.outcomes
+        """Every planned deletion is gone from the registry, every planned untag too, and
+        nothing stopped the run."""
+        return (
+            self.error is None
+            and all(o.kind in ("deleted", "gone", "resumed") for o in self.outcomes)
+            and all(o.kind in ("untagged", "gone", "resumed") for o in self.untags)
         )
 
 

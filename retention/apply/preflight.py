@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from retention import oci
 from retention.errors import ApplyRefused, PlanError
-from retention.journal import Key
+from retention.journal import Key, TagKey
 from retention.plan import FORMAT_VERSION, Entry, Plan
 from retention.policy.model import MaxDeletions, Policy
 from retention.urls import registry_key
@@ -200,7 +200,13 @@ def check_plan(
         warnings.append(f"the plan is dated {_duration(-age)} in the future: check the clocks")
     if policy is not None:
         protected = sorted(
-            f"{e.repository}:{t}" for e in plan.deletions for t in e.tags if policy.is_protected(t)
+            [
+                f"{e.repository}:{t}"
+                for e in plan.deletions
+                for t in e.tags
+                if policy.is_protected(t)
+            ]
+            + [f"{u.repository}:{u.tag}" for u in plan.untags if policy.is_protected(u.tag)]
         )
         if protected:
             raise ApplyRefused(
@@ -267,3 +273,21 @@ def _duration(delta: timedelta) -> str:
     ]
     text = "".join(parts)
     return text or f"{seconds}s"
+
+
+def policy_untag_keeps(plan: Plan, fresh: Plan) -> dict[TagKey, str]:
+    """Invariant 8 for untags: each untag of `plan` that `fresh` (the policy evaluated again on a
+    fresh inventory) does not also plan, with the reason `fresh` gives for the tag."""
+    again = {(u.repository, u.tag) for u in fresh.untags}
+    reasons: dict[TagKey, str] = {}
+    for entry in fresh.kept:
+        for tag in entry.tags:
+            reasons.setdefault((entry.repository, tag), entry.reason)
+    for entry in fresh.deletions:
+        for tag in entry.tags:
+            reasons.setdefault((entry.repository, tag), "its image is deleted now")
+    return {
+        (u.repository, u.tag): reasons.get((u.repository, u.tag), "it is not planned any more")
+        for u in plan.untags
+        if (u.repository, u.tag) not in again
+    }

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for warning in preflight.warnings:
         log.warning("%s", warning)
-    if not plan.deletions:
+    if not plan.deletions and not plan.untags:
         if not args.quiet:
             print("the plan deletes nothing", file=sys.stderr)
         return ExitCode.OK
@@ -203,13 +203,15 @@ def _run_apply(
             f"repository(ies) of {plan.registry}, freeing up to "
             f"{human_bytes(preflight.bytes_reclaimable)} once garbage collection runs "
             f"(limit {preflight.limit.allowed}: {preflight.limit.source})\n"
-            f"journal: {journal_path}",
+            + _untag_line(plan)
+            + f"journal: {journal_path}",
             file=sys.stderr,
         )
     if not args.yes and not args.quiet and console.stdin_is_tty():
         # someone is about to answer: show them what they are agreeing to
         sys.stderr.write(plan_summary(plan))
-    question = f"Delete {preflight.images} image(s) from {plan.registry}?"
+    untags = f" and untag {len(plan.untags)} tag(s)" if plan.untags else ""
+    question = f"Delete {preflight.images} image(s){untags} from {plan.registry}?"
     if not console.confirm(question, yes=args.yes, what="the deletion"):
         print("aborted: nothing was deleted", file=sys.stderr)
         return ExitCode.ERROR
@@ -235,6 +237,19 @@ def _run_apply(
         print(line, file=sys.stderr)
     if report.error is not None:
         print(f"error: {escape_lines(report.error.diagnostics())}", file=sys.stderr)
-        if report.count("deleted") == 0:
+        if report.count("deleted") == 0 and report.untag_count("untagged") == 0:
             return ExitCode.ERROR
     return ExitCode.OK if report.complete else ExitCode.PARTIAL
+
+
+def _untag_line(plan: Plan) -> str:
+    """The untags apply will do, with the method of each repository (docs/decisions.md, "Untag:
+    registry side"): a throw-away manifest is pushed, so the credentials need `push` there."""
+    if not plan.untags:
+        return ""
+    methods = dict(plan.untag_methods)
+    pushing = sorted(
+        {u.repository for u in plan.untags if methods.get(u.repository) != "delete-tag"}
+    )
+    push = f"; pushes a throw-away manifest in {len(pushing)} repository(ies)" if pushing else ""
+    return f"untag: remove {len(plan.untags)} tag(s) alone, their images stay{push}\n"

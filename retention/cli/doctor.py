@@ -26,8 +26,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
             "One line per check, ok/warn/fail: the registry is reachable; its API version "
             "header; which credential source is used and whether it works; whether the catalog "
             "is allowed; whether deletion is enabled (a DELETE of the all-zero digest: 404 "
-            "means enabled, 405 disabled; never a real digest); the clock skew against the "
-            "registry's Date header. Exit 1 when any check fails."
+            "means enabled, 405 disabled; never a real digest); with settings.untag, whether the "
+            "credentials may push (a blob upload started and cancelled; nothing pushed); the "
+            "clock skew against the registry's Date header. Exit 1 when any check fails."
         ),
         epilog="Example: retention doctor -p policies/example.yaml",
     )
@@ -47,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
     with RegistryClient(
         policy.registry, env=os.environ, retry=quick, **client_options(policy)
     ) as client:
-        checks = run_checks(client, now=datetime.now(UTC), repository=args.repository)
+        checks = run_checks(
+            client,
+            now=datetime.now(UTC),
+            repository=args.repository,
+            push=policy.settings.untag,  # untag's throw-away method pushes
+        )
     write_output(None, doctor_text(checks))
     return ExitCode.ERROR if any(c.status == "fail" for c in checks) else ExitCode.OK

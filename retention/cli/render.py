@@ -213,6 +213,11 @@ def apply_report_lines(report: ApplyReport, journal_path: Path, quiet: bool) -> 
             tags = ",".join(untrusted(t) for t in o.entry.tags)
             ref = untrusted(short_ref(o.entry.repository, o.entry.digest))
             lines.append(f"{kind}: {ref} {tags}: {message(o.reason or '')}")
+    for kind in ("stale", "kept", "failed"):
+        for u in report.untags:
+            if u.kind == kind:
+                ref = untrusted(f"{u.untag.repository}:{u.untag.tag}")
+                lines.append(f"untag {kind}: {ref}: {message(u.reason or '')}")
     if quiet and report.complete:
         return lines
     earlier = report.count("resumed")
@@ -225,7 +230,7 @@ def apply_report_lines(report: ApplyReport, journal_path: Path, quiet: bool) -> 
         f"deleted {report.count('deleted')}, stale {report.count('stale')}, already gone "
         f"{report.count('gone')}, failed {report.count('failed')}{extra}\n"
         f"frees up to {human_bytes(report.bytes_reclaimable)} (the plan's figure) once garbage "
-        f"collection runs\njournal: {journal_path}"
+        f"collection runs\n{_untag_counts(report)}journal: {journal_path}"
     )
     if not report.complete:
         lines.append(
@@ -233,6 +238,20 @@ def apply_report_lines(report: ApplyReport, journal_path: Path, quiet: bool) -> 
             "(stale entries, and entries the policy keeps, need a new plan)"
         )
     return lines
+
+
+def _untag_counts(report: ApplyReport) -> str:
+    if not report.untags:
+        return ""
+    earlier = report.untag_count("resumed")
+    kept = report.untag_count("kept")
+    extra = f"; {earlier} done by an earlier run" if earlier else ""
+    extra += f"; {kept} skipped: the policy keeps them now" if kept else ""
+    return (
+        f"untagged {report.untag_count('untagged')}, stale {report.untag_count('stale')}, "
+        f"already gone {report.untag_count('gone')}, failed {report.untag_count('failed')}"
+        f"{extra}\n"
+    )
 
 
 def run_summary(record: HistoryRecord) -> str:

@@ -17,7 +17,15 @@ from retention.errors import UsageError
 from retention.journal import JournalState, read_journal
 from retention.policy.model import RegistryConfig
 from retention.registry.client import RegistryClient
-from retention.restore import GC_HINT, RestoreOutcome, restore, select
+from retention.restore import (
+    GC_HINT,
+    RestoreOutcome,
+    UntagRestoreOutcome,
+    restore,
+    restore_untags,
+    select,
+    select_untags,
+)
 from retention.text import message, untrusted
 from retention.urls import registry_key
 from retention.workflow import client_options
@@ -30,8 +38,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
         help="re-upload the manifests an apply deleted, from its journal",
         description=(
             "Re-uploads the manifests an apply deleted (platform manifests before their index, "
-            "subjects before their artifacts) and points their tags at them again; a tag pushed "
-            "since is left alone. Works only until garbage collection runs: it re-uploads "
+            "subjects before their artifacts) and points their tags at them again, and points "
+            "each tag an apply untagged at its image again; a tag pushed since is left alone. "
+            "Works only until garbage collection runs: it re-uploads "
             "manifests, not the layers they reference. Exit 0 when everything was restored, 3 "
             "when only part, 1 when nothing."
         ),
@@ -58,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         return ExitCode.OK
     config, options = _client_for(args, state, registry)
     items = select(state, repository=args.repository, tag=args.tag)
-    if not items:
+    untags = select_untags(state, repository=args.repository, tag=args.tag)
+    if not items and not untags:
         what = " ".join(
             p
             for p in (
@@ -68,16 +78,22 @@ def run(args: argparse.Namespace) -> int:
             if p
         )
         raise UsageError(
-            f"the journal records no deleted manifest{' for ' + what if what else ''}",
-            hint="check the names with: grep '\"intent\"' JOURNAL",
+            f"the journal records no deleted manifest or untagged tag"
+            f"{' for ' + what if what else ''}",
+            hint="check the names with: grep -E '\"(intent|untag)\"' JOURNAL",
         )
     tags = sum(len(i.tags) for i in items)
     if not args.quiet:
+        also = f", and re-point {len(untags)} untagged tag(s)" if untags else ""
         print(
-            f"restore: {len(items)} manifest(s) and {tags} tag(s) to {registry}\nnote: {GC_HINT}",
+            f"restore: {len(items)} manifest(s) and {tags} tag(s) to {registry}{also}\n"
+            f"note: {GC_HINT}",
             file=sys.stderr,
         )
-    if not confirm(f"Restore {len(items)} manifest(s)?", yes=args.yes, what="the restore"):
+    question = f"Restore {len(items)} manifest(s)" + (
+        f" and {len(untags)} tag(s)?" if untags else "?"
+    )
+    if not confirm(question + "?", yes=args.yes, what="the restore"):
         print("aborted: nothing was restored", file=sys.stderr)
         return ExitCode.ERROR
 
@@ -91,22 +107,39 @@ def run(args: argparse.Namespace) -> int:
 
     with RegistryClient(config, env=os.environ, **options) as client:
         report = restore(client, items, progress=progress)
-    restored = report.count("restored")
-    if not args.quiet or not report.complete:
+        retagged = restore_untags(client, untags, progress=_untag_progress)
+    restored = report.count("restored") + sum(1 for o in retagged if o.kind == "restored")
+    complete = report.complete and all(o.kind == "restored" for o in retagged)
+    if not args.quiet or not complete:
         repointed = sum(len(o.tags_restored) for o in report.outcomes)
+        failed = report.count("failed") + sum(1 for o in retagged if o.kind == "failed")
+        untagged = (
+            f", {sum(1 for o in retagged if o.kind == 'restored')} untagged tag(s)"
+            if untags
+            else ""
+        )
         print(
-            f"restored {restored} manifest(s), {repointed} tag(s); failed {report.count('failed')}",
+            f"restored {report.count('restored')} manifest(s), {repointed} tag(s){untagged}; "
+            f"failed {failed}",
             file=sys.stderr,
         )
-    if report.gc_ran:
+    if report.gc_ran or any(o.blob_unknown for o in retagged):
         print(
             "garbage collection already ran since the apply: the blobs of some manifests are "
             "gone, and those cannot be restored (push the images again)",
             file=sys.stderr,
         )
-    if report.complete:
+    if complete:
         return ExitCode.OK
     return ExitCode.PARTIAL if restored else ExitCode.ERROR
+
+
+def _untag_progress(outcome: UntagRestoreOutcome) -> None:
+    if outcome.kind == "failed":
+        where = f"{untrusted(outcome.key[0])}:{untrusted(outcome.key[1])}"
+        print(
+            f"untagged tag not restored: {where}: {message(outcome.reason or '')}", file=sys.stderr
+        )
 
 
 def _client_for(

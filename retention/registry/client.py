@@ -8,12 +8,15 @@ logs a secret, a header or a query string. HTTP itself is `registry.transport`'s
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import random
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC
 from types import TracebackType
+from urllib.parse import urljoin
 
 from retention import oci
 from retention.errors import AuthError, DeleteDisabledError, ProtocolError, RegistryError
@@ -34,7 +37,9 @@ from retention.registry.transport import (
     raise_for,
 )
 from retention.text import untrusted
-from retention.urls import normalise_url, shown_url
+from retention.urls import normalise_url, origin, shown_url, with_query
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "USER_AGENT",
@@ -391,7 +396,7 @@ class RegistryClient:
         resp = self._send(
             "PUT",
             f"/v2/{repo}/manifests/{reference}",
-            scope=repository_scope(repo, ("pull", "push")),
+            scope=self._push(repo),
             body=raw,
             content_type=media_type,
         )
@@ -414,12 +419,114 @@ class RegistryClient:
             )
         raise_for(resp, f"upload of manifest {repo}:{reference}")
 
+    def upload_blob(self, repo: str, data: bytes) -> str:
+        """Make sure `repo` holds the blob `data`: HEAD first, else a monolithic upload (POST,
+        then PUT with the digest; OCI distribution-spec "Pushing a blob monolithically").
+        Returns its sha256 digest."""
+        self._check_repo(repo)
+        digest = oci.sha256_digest(data)
+        if self.blob_exists(repo, digest):
+            return digest
+        location = self._start_upload(repo)
+        resp = self._send(
+            "PUT",
+            with_query(location, digest=digest),
+            scope=self._push(repo),
+            body=data,
+            content_type="application/octet-stream",
+        )
+        if resp.status not in (201, 204) and not (
+            resp.status == 404 and self.blob_exists(repo, digest)  # a retried PUT: it is there
+        ):
+            self._refuse_push(resp, repo)
+            raise_for(resp, f"upload of blob {repo}@{digest}")
+        header = (resp.header("Docker-Content-Digest") or "").strip()
+        if header and header != digest:
+            raise ProtocolError(
+                f"blob {repo}@{digest}: the registry stored {untrusted(header[:100])}",
+                url=shown_url(resp.url),
+            )
+        return digest
+
+    def probe_push(self, repo: str) -> bool:
+        """Whether the credentials may push to `repo`: start a blob upload and cancel it; nothing
+        is pushed. False when the registry or its token server refuses the push action."""
+        self._check_repo(repo)
+        try:
+            location = self._start_upload(repo)
+        except AuthError:
+            return False
+        # distribution maps a DELETE, uploads included, to the `delete` action (handlers/app.go)
+        try:
+            resp = self._send("DELETE", location, scope=repository_scope(repo, ("pull", "delete")))
+        except AuthError as exc:
+            log.debug("cancelling the probe's upload in %s: %s", repo, exc.message)
+        else:
+            if resp.status not in (200, 202, 204):
+                # crane's registry answers 400: an upload left open expires unused
+                log.debug("cancelling the probe's upload in %s answered %d", repo, resp.status)
+        return True
+
+    def _start_upload(self, repo: str) -> str:
+        """POST a new upload session; its Location, which must stay on the registry's origin
+        (the credentials go with the PUT)."""
+        resp = self._send("POST", f"/v2/{repo}/blobs/uploads/", scope=self._push(repo), body=b"")
+        if resp.status != 202:
+            self._refuse_push(resp, repo)
+            raise_for(resp, f"blob upload to {repo}")
+        location = urljoin(resp.url, (resp.header("Location") or "").strip())
+        if not resp.header("Location") or origin(location) != origin(self.url):
+            raise ProtocolError(
+                f"blob upload to {repo}: the registry named an upload URL "
+                "on another origin (or none); nothing was sent there",
+                url=shown_url(location),
+            )
+        return location
+
+    def _refuse_push(self, resp: Response, repo: str) -> None:
+        if resp.status in (401, 403):
+            raise error(
+                AuthError,
+                resp,
+                f"missing push permission on repository {repo}",
+                hint="untag needs the 'push' action on the repositories it untags in",
+            )
+        if resp.status == 405:
+            raise error(
+                RegistryError,
+                resp,
+                f"the registry refuses uploads to {repo}",
+                hint="the registry may be in read-only mode",
+            )
+
     # --- DELETE ----------------------------------------------------------------------------
 
-    def _delete(self, repo: str, digest: str) -> bool:
+    def delete_tag(self, repo: str, tag: str) -> bool:
+        """DELETE a tag alone (`/manifests/<tag>`, OCI distribution-spec "Deleting tags"): True
+        on 202, False on 404 (no such tag). A registry that deletes only digests answers 400
+        (distribution 2.8): a RegistryError, never a fallback to the digest."""
+        self._check_repo(repo)
+        if not oci.is_tag(tag):
+            raise RegistryError(f"invalid tag {tag[:200]!r}")
+        return self._delete(repo, tag)
+
+    def probe_tag_delete(self, repo: str) -> bool:
+        """Whether the registry deletes tags, asked with a DELETE of a random tag no repository
+        holds: 404 (or 202) → True, 400 → False. Never touches a real tag; 405 (deletion
+        disabled) raises DeleteDisabledError."""
+        self._check_repo(repo)
+        try:
+            self._delete(repo, f"retention-probe-{secrets.token_hex(16)}")
+        except RegistryError as exc:
+            if exc.status == 400:
+                return False
+            raise
+        return True
+
+    def _delete(self, repo: str, reference: str) -> bool:
         resp = self._send(
             "DELETE",
-            f"/v2/{repo}/manifests/{digest}",
+            f"/v2/{repo}/manifests/{reference}",
             scope=repository_scope(repo, ("pull", "delete")),
         )
         if resp.status in (200, 202):
@@ -435,7 +542,7 @@ class RegistryClient:
                 f"missing delete permission on repository {repo}",
                 hint="the credentials need the 'delete' action on the repository",
             )
-        raise_for(resp, f"DELETE of manifest {repo}@{digest}")
+        raise_for(resp, f"DELETE of manifest {repo}@{reference}")
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -491,6 +598,10 @@ class RegistryClient:
     @staticmethod
     def _pull(repo: str) -> str:
         return repository_scope(repo, ("pull",))
+
+    @staticmethod
+    def _push(repo: str) -> str:
+        return repository_scope(repo, ("pull", "push"))
 
     @staticmethod
     def _check_repo(repo: str) -> None:

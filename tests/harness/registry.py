@@ -34,6 +34,7 @@ __all__ = [
     "ENV_BINARY",
     "AccessLogEntry",
     "AuthRegistry",
+    "CraneRegistry",
     "RegistryHarnessError",
     "RegistryKind",
     "RegistryProcess",
@@ -600,6 +601,103 @@ class RegistryProcess:
             if len(entries) >= count or time.monotonic() >= deadline:
                 return entries
             time.sleep(0.01)
+
+
+class CraneRegistry:
+    """go-containerregistry's registry (`crane registry serve`, `make go-tools`) on a free
+    127.0.0.1 port, blobs in a temporary `--disk` folder, manifests in memory.
+
+    The tag-deleting registry of the untag tests (docs/registries.md): `DELETE
+    /v2/<name>/manifests/<tag>` answers 202 and removes that tag alone. It has no GC, no auth,
+    no access log and keeps nothing across a restart, so it stays out of the 2.8/3.x matrix.
+    """
+
+    def __init__(self, binary: str, *, start_timeout: float = 15.0) -> None:
+        self.binary = binary
+        self.start_timeout = start_timeout
+        self._root = Path(tempfile.mkdtemp(prefix="retention-crane-"))
+        self._port = _free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{_LOOPBACK}:{self._port}"
+
+    @property
+    def host(self) -> str:
+        return f"{_LOOPBACK}:{self._port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self._root / "crane.log"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start it and wait until GET /v2/ answers 200."""
+        (self._root / "disk").mkdir(exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "registry",
+                    "serve",
+                    "--address",
+                    f"{_LOOPBACK}:{self._port}",
+                    "--disk",
+                    str(self._root / "disk"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={k: v for k, v in os.environ.items() if k != "PORT"},
+                start_new_session=True,
+            )
+        _LIVE.add(self._proc)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            if not self.running:
+                raise RegistryHarnessError(
+                    f"crane registry exited while starting on {self.url}:\n"
+                    + self.log_path.read_text(errors="replace")[-2000:]
+                )
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.url}/v2/", timeout=1.0).status_code == 200:
+                    return
+            if time.monotonic() >= deadline:
+                raise RegistryHarnessError(f"crane registry on {self.url} not ready")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """SIGTERM by pid (SIGKILL after 10 s), then remove its folder."""
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=10.0)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10.0)
+            _LIVE.discard(proc)
+            self._proc = None
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def _kill_leftovers() -> None:

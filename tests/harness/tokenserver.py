@@ -65,7 +65,8 @@ class TokenServer(LoopbackServer):
 
     `users` maps user → password (Basic auth on GET, `grant_type=password` on POST). `acl` maps
     user (or `ANONYMOUS`) → the actions granted on every repository; the extra action `catalog`
-    grants `registry:catalog:*`. A user without an acl entry gets every action.
+    grants `registry:catalog:*`; an entry `action:repository` grants that action on that one
+    repository only. A user without an acl entry gets every action.
     """
 
     name = "token server"
@@ -195,7 +196,11 @@ class TokenServer(LoopbackServer):
                     ok = allowed is None or "catalog" in allowed
                     granted = list(actions) if ok else []
                 else:
-                    granted = [a for a in actions if allowed is None or a in allowed]
+                    granted = [
+                        a
+                        for a in actions
+                        if allowed is None or a in allowed or f"{a}:{name}" in allowed
+                    ]
                 if granted:
                     access.append({"type": kind, "name": name, "actions": granted})
         return access

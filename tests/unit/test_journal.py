@@ -14,10 +14,10 @@ from retention.journal import (
     Journal,
     OutcomeRecord,
     RunRecord,
-    decode,
     default_journal_path,
-    encode,
+    from_json,
     read_journal,
+    to_json,
 )
 from retention.urls import registry_key
 
@@ -69,9 +69,9 @@ def _intent(j: Journal, digest: str = D1, raw: bytes = b'{"x": 1}') -> None:
     ids=["run", "intent", "done", "stale"],
 )
 def test_records_round_trip(record: RunRecord | IntentRecord | OutcomeRecord) -> None:
-    line = encode(record)
+    line = to_json(record)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert decode(line) == record
+    assert from_json(line) == record
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def test_records_round_trip(record: RunRecord | IntentRecord | OutcomeRecord) ->
 )
 def test_bad_lines_are_reported(line: bytes, message: str) -> None:
     with pytest.raises(JournalError, match=message):
-        decode(line)
+        from_json(line)
 
 
 def test_each_record_is_on_disk_when_write_returns(tmp_path: Path) -> None:
@@ -155,7 +155,7 @@ def test_a_torn_last_line_is_ignored_and_cut_off_before_the_next_run(tmp_path: P
 
 def test_a_bad_line_in_the_middle_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
-    path.write_bytes(b"garbage\n" + encode(OutcomeRecord("done", "app", D2, None, AT)))
+    path.write_bytes(b"garbage\n" + to_json(OutcomeRecord("done", "app", D2, None, AT)))
     with pytest.raises(JournalError, match=r"j.jsonl:1: not a JSON record"):
         read_journal(path)
 
