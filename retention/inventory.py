@@ -273,9 +273,10 @@ def build_images(
     """The Image for `manifest`, and for an index also one per platform manifest (recursively).
 
     The one path from manifests and configs to `Image` values, for the API walk here and the
-    storage reader (retention/storage.py): `child` gives a manifest the index lists (None when
-    the registry lacks it), `config` the parsed config of an image manifest, `blob_size` the
-    size a config or layer takes (the descriptor's from the API, `stat` from the storage).
+    storage reader (retention/storage/repository.py): `child` gives a manifest the index lists
+    (None when the registry lacks it), `config` the parsed config of an image manifest,
+    `blob_size` the size a config or layer takes (the descriptor's from the API, `stat` from the
+    storage).
     `memo` walks each index once per (repository, digest), however many indexes list it; pass
     the same one for a whole repository (a fresh one per call otherwise).
     """

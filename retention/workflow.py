@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -177,9 +178,20 @@ def make_plan(
         shard=shard,
         source=chosen,
     )
-    if chosen == "storage":
-        inventory = _same_registry(policy, inventory)
-    return with_untag_methods(policy, evaluate(policy, inventory, now)), inventory
+    if chosen != "storage":
+        return with_untag_methods(policy, evaluate(policy, inventory, now)), inventory
+    # The same-registry check mostly waits on the registry: the policy is evaluated meanwhile,
+    # and that plan is kept only if the check passes and adds no tag in flight
+    # (docs/decisions.md, "Storage inventory: speed").
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        checking = pool.submit(_same_registry, policy, inventory)
+        try:
+            plan = evaluate(policy, inventory, now)
+        finally:
+            checked = checking.result()  # a storage that is not this registry is the error
+    if checked is not inventory:
+        plan = evaluate(policy, checked, now)
+    return with_untag_methods(policy, plan), checked
 
 
 def with_untag_methods(policy: Policy, plan: Plan) -> Plan:

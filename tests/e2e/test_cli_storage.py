@@ -4,14 +4,18 @@ garbage collection, and the storage errors a user meets (exit 1, one message, no
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 
+from retention import workflow
 from retention.cli import main
+from retention.model import Inventory
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pushed, Pusher, make_layer
 
@@ -178,3 +182,52 @@ def test_storage_errors_are_one_clear_message_and_write_no_plan(
     # forcing the API works whatever the storage path says
     assert main(["plan", "-p", str(missing), "--inventory-source", "api", "-o", str(out)]) == 0
     assert json.loads(out.read_text())["inventory_source"] == "api"
+
+
+def test_a_tag_pushed_while_the_storage_was_read_is_planned_as_tagged(
+    fresh_registry: RegistryProcess,
+    fresh_pusher: Pusher,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same-registry check runs beside `evaluate` (retention/workflow.py `make_plan`): when it
+    adds a tag in flight, the plan is evaluated again, so the image is not planned untagged."""
+    pushed = fresh_pusher.push_image("app", "new", created=NOW - timedelta(days=3))
+    # its revision is old (past the one-hour floor); only its tag's link is fresh
+    hexpart = pushed.digest.split(":")[1]
+    link = (
+        fresh_registry.storage_dir
+        / "docker/registry/v2/repositories/app/_manifests/revisions/sha256"
+        / hexpart
+        / "link"
+    )
+    old = (NOW - timedelta(hours=2)).timestamp()
+    os.utime(link, (old, old))
+    read = workflow.inventory_for
+
+    def read_before_the_push(*args: Any, **kwargs: Any) -> Inventory:
+        inventory = read(*args, **kwargs)  # as if read just before `new` was tagged
+        repos = tuple(
+            dataclasses.replace(r, tags=tuple(t for t in r.tags if t.name != "new"))
+            for r in inventory.repositories
+        )
+        return dataclasses.replace(inventory, repositories=repos)
+
+    monkeypatch.setattr(workflow, "inventory_for", read_before_the_push)
+    rules = "  - name: untagged\n    match: {untagged: true}\n    keep: {last: 0}\n"
+    rules += "  - name: rest\n    match: {}\n    keep: all\n"
+    policy = _policy(tmp_path, fresh_registry.url, fresh_registry.storage_dir, rules)
+    argv = ["plan", "-p", str(policy), "--format", "json"]
+    with monkeypatch.context() as m:  # the premise: without the check, it would be deleted
+        m.setattr(workflow, "_same_registry", lambda policy, inventory: inventory)
+        assert main(argv) == 0
+        stale = json.loads(capsys.readouterr().out)
+    assert pushed.digest in {e["digest"] for e in stale["deletions"]}
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert "app:new was pushed while the storage was read" in err
+    assert pushed.digest not in {e["digest"] for e in doc["deletions"]}
+    kept = [e for e in doc["kept"] if e["digest"] == pushed.digest]
+    assert kept and kept[0]["tags"] == ["new"]

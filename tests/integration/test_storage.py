@@ -8,6 +8,10 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +30,7 @@ from retention.storage import (
     take_storage_inventory,
     with_in_flight,
 )
+from retention.storage import read as storage_read
 from tests.harness.registry import RegistryProcess
 from tests.harness.seed import Pushed, Pusher, make_layer
 
@@ -40,13 +45,19 @@ def _api(registry: RegistryProcess, prefix: str) -> Inventory:
         )
 
 
-def _storage(root: Path | str, prefix: str = "", url: str = "http://127.0.0.1:1") -> Inventory:
+def _storage(
+    root: Path | str,
+    prefix: str = "",
+    url: str = "http://127.0.0.1:1",
+    processes: int | None = None,
+) -> Inventory:
     return take_storage_inventory(
         str(root),
         registry=url,
         now=NOW,
         select=lambda n: n.startswith(prefix + "/") if prefix else True,
         complete=not prefix,
+        processes=processes,
     )
 
 
@@ -317,6 +328,21 @@ def _blob_folder_is_a_link(root: Path, seeded: dict[str, Pushed]) -> None:
     folder.symlink_to(outside)
 
 
+def _current_folder_is_a_link(root: Path, seeded: dict[str, Pushed]) -> None:
+    current = _app(root) / "tags" / "oci" / "current"
+    outside = root.parent / "outside-current"
+    shutil.copytree(current, outside)
+    shutil.rmtree(current)
+    current.symlink_to(outside)
+
+
+def _blob_store_is_a_link(root: Path, seeded: dict[str, Pushed]) -> None:
+    blobs = root / V2 / "blobs"
+    outside = root.parent / "outside-blobs"
+    shutil.move(blobs, outside)
+    blobs.symlink_to(outside)
+
+
 def _tag_folder_with_a_bad_name(root: Path, seeded: dict[str, Pushed]) -> None:
     (_app(root) / "tags" / "-bad tag").mkdir()
 
@@ -337,19 +363,24 @@ BAD: dict[str, tuple[Damage, str]] = {
     "repository-links-out-of-the-root": (_repository_is_a_link_out_of_the_root, "symbolic link"),
     "link-file-is-a-link": (_link_file_is_a_link, "symbolic link"),
     "blob-folder-is-a-link": (_blob_folder_is_a_link, "symbolic link"),
+    "current-folder-is-a-link": (_current_folder_is_a_link, "symbolic link"),
+    "blob-store-is-a-link": (_blob_store_is_a_link, "symbolic link"),
     "tag-folder-with-an-invalid-name": (_tag_folder_with_a_bad_name, "not a valid tag"),
     "file-where-a-folder-belongs": (_file_where_a_folder_belongs, "a file where"),
 }
 
 
+@pytest.mark.parametrize("processes", [1, 2], ids=["one-process", "worker-processes"])
 @pytest.mark.parametrize("case", sorted(BAD), ids=str)
-def test_damaged_storage_is_a_clear_error(case: str, copy: tuple[Path, dict[str, Pushed]]) -> None:
+def test_damaged_storage_is_a_clear_error(
+    case: str, processes: int, copy: tuple[Path, dict[str, Pushed]]
+) -> None:
     root, seeded = copy
     damage, expected = BAD[case]
     assert _storage(root).repositories  # the copy reads cleanly before the damage
     damage(root, seeded)
     with pytest.raises(StorageError) as caught:
-        _storage(root)
+        _storage(root, processes=processes)
     text = caught.value.diagnostics()
     assert expected in text
     assert "hint:" in text
@@ -400,3 +431,136 @@ def test_an_unreadable_storage_is_a_clear_error(copy: tuple[Path, dict[str, Push
             _storage(root)
     finally:
         (root / V2 / "repositories").chmod(0o755)
+
+
+# --- worker processes (docs/decisions.md, "Storage inventory: speed") ----------------------------
+
+
+def _refuse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("this path must not run")
+
+
+def test_worker_processes_read_what_one_process_reads(
+    fresh_registry: RegistryProcess, seeded: dict[str, Pushed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as m:
+        m.setattr(storage_read, "_in_workers", _refuse)
+        alone = _storage(fresh_registry.storage_dir, processes=1)
+    with monkeypatch.context() as m:
+        m.setattr(storage_read, "_in_process", _refuse)
+        shared = _storage(fresh_registry.storage_dir, processes=2)
+    assert [r.name for r in shared.repositories] == ["s/app", "s/nested/deeper/repo"]
+    assert shared == alone
+    assert shared.warnings == alone.warnings
+    # one Blob value per blob, however many images list it (the shared base layer)
+    app = _repo(shared, "s/app")
+    layer = seeded["oci"].layer_digests[0]
+    holders = [b for i in app.images for b in i.blobs if b.digest == layer]
+    assert len(holders) >= 2 and all(b is holders[0] for b in holders)
+
+
+def test_with_other_threads_running_the_storage_is_read_in_this_process(
+    fresh_registry: RegistryProcess, seeded: dict[str, Pushed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # forking while another thread may hold a lock can deadlock the child
+    monkeypatch.setattr(storage_read, "_in_workers", _refuse)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        disk = _storage(fresh_registry.storage_dir, processes=2)
+    finally:
+        release.set()
+        other.join()
+    assert [r.name for r in disk.repositories] == ["s/app", "s/nested/deeper/repo"]
+
+
+def test_a_worker_process_that_dies_is_a_clear_error(
+    fresh_registry: RegistryProcess, seeded: dict[str, Pushed], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def die(*args: object) -> None:
+        os._exit(9)  # as the kernel's out-of-memory killer would end it
+
+    monkeypatch.setattr(storage_read, "read_repository", die)  # the forked workers inherit it
+    with pytest.raises(StorageError, match="ended unexpectedly") as caught:
+        _storage(fresh_registry.storage_dir, processes=2)
+    assert "hint:" in caught.value.diagnostics()
+
+
+def test_threads_are_counted_by_the_system_and_without_proc_by_threading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert storage_read._threads() >= 2  # /proc/self/task: this thread and the other
+
+        def no_proc(path: str) -> list[str]:
+            raise FileNotFoundError(path)
+
+        monkeypatch.setattr(storage_read.os, "listdir", no_proc)
+        assert storage_read._threads() == threading.active_count() >= 2
+    finally:
+        release.set()
+        other.join()
+
+
+def test_usable_cpus_without_affinity_are_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert storage_read._cpus() == len(os.sched_getaffinity(0))
+    monkeypatch.delattr(storage_read.os, "sched_getaffinity")  # as on macOS
+    assert storage_read._cpus() == (os.cpu_count() or 1)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # ended meanwhile
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie has ended
+
+
+def test_workers_end_when_their_parent_is_killed(
+    fresh_registry: RegistryProcess, seeded: dict[str, Pushed]
+) -> None:
+    # a parent killed mid-read (SIGKILL, the out-of-memory killer) must not leave its workers
+    # blocked forever on pipes the other workers hold open
+    script = (
+        "import time\n"
+        "from datetime import UTC, datetime\n"
+        "from retention.storage import read\n"
+        "read.read_repository = lambda *args: time.sleep(120)\n"
+        f"read.take_storage_inventory({str(fresh_registry.storage_dir)!r}, "
+        "registry='http://127.0.0.1:1', now=datetime.now(UTC), processes=2)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 30
+        workers = _children(parent.pid)
+        while len(workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            workers = _children(parent.pid)
+        assert len(workers) == 2, "the two worker processes did not start"
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [w for w in workers if _running(w)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)  # stop what the test started, then fail
+    assert not left, f"worker processes {left} outlived their parent"

@@ -16,6 +16,7 @@ ROOMS = {
     "apply": {"preflight", "verify", "order", "execute"},
     "evaluate": {"tags", "untagged", "graph", "repository", "entries", "explain"},
     "registry": {"api", "transport", "auth", "credentials", "listing", "client"},
+    "storage": {"files", "blobs", "repository", "read", "compare"},
 }
 
 
