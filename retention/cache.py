@@ -22,9 +22,9 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import BinaryIO
 
+from retention.closing import Closing
 from retention.errors import CacheError
 from retention.oci import digest_matches, is_digest
 
@@ -89,7 +89,7 @@ class _PackWriter:
             self.path.unlink(missing_ok=True)
 
 
-class DigestCache:
+class DigestCache(Closing):
     """The bytes of manifests and configs by digest, in `root/pack-*.pack`.
 
     Thread-safe. Use as a context manager (or call `close`): what this run stored is published,
@@ -104,18 +104,6 @@ class DigestCache:
         self._writer: _PackWriter | None = None
         self._used: set[str] = set()  # digests this run read or stored: a merge keeps them
         self._write_failed = False  # warned once per run
-
-    def __enter__(self) -> DigestCache:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # published even when the walk failed: its entries are valid and make the retry warm
-        self.close()
 
     def get(self, digest: str) -> bytes | None:
         _check_digest(digest)
@@ -165,7 +153,8 @@ class DigestCache:
                 self._write_failed = True
 
     def close(self) -> None:
-        """Publish what this run stored, merge the packs if they have piled up, release them."""
+        """Publish what this run stored, merge the packs if they have piled up, release them.
+        `with` calls it even when the walk failed: its entries are valid and make a retry warm."""
         # never raises OSError: the plan is made by now, and only the next run's head start is
         # at stake; the descriptors are released whatever happens
         with self._lock:

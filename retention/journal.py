@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
+from retention.closing import Closing
 from retention.errors import JournalError, LockHeld
 from retention.files import fsync_dir, try_lock, unlock
 from retention.state import journal_dir
@@ -397,7 +397,7 @@ def read_journal(path: Path | str) -> JournalState:
     return JournalState(path=target, records=tuple(records))
 
 
-class Journal:
+class Journal(Closing):
     """An open journal that apply appends to; thread-safe, one exclusive lock per file.
 
     Each `write` is one line in one `write()` on an O_APPEND descriptor, flushed and fsynced
@@ -575,14 +575,3 @@ class Journal:
                 unlock(self._fd)
                 os.close(self._fd)
                 self._fd = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -15,10 +15,10 @@ import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC
-from types import TracebackType
 from urllib.parse import urljoin
 
 from retention import oci
+from retention.closing import Closing
 from retention.errors import AuthError, DeleteDisabledError, ProtocolError, RegistryError
 from retention.policy.model import RegistryConfig
 from retention.registry.api import FetchedManifest, ManifestRef, Ping, RetryPolicy, RunDeadline
@@ -61,7 +61,7 @@ def _media_type(header: str | None) -> str:
     return (header or "").split(";")[0].strip().lower()
 
 
-class RegistryClient:
+class RegistryClient(Closing):
     """A thread-safe client for one registry (Docker Registry HTTP API v2 / OCI distribution).
 
     Everything it raises is a `RegistryError`. Use as a context manager, or call `close()`.
@@ -107,17 +107,6 @@ class RegistryClient:
 
     def close(self) -> None:
         self._transport.close()
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- public API ----------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import tarfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from tests.harness.registry import tool_binary
 from tests.harness.seed import OCI_CONFIG, OCI_LAYER, descriptor, image_manifest
@@ -148,7 +149,7 @@ def write_oci_layout(
     manifest_digest, manifest_size = _blob(layout, manifest)
     (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     index_path = layout / "index.json"
-    index = (
+    index: dict[str, Any] = (
         json.loads(index_path.read_text())
         if index_path.exists()
         else {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json"}

@@ -14,9 +14,9 @@ import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+from retention.closing import Closing
 from tests.harness.certs import CertPair
 
 __all__ = ["Closing", "LoopbackServer", "QuietHandler", "QuietServer", "Recorder", "Started"]
@@ -61,24 +61,6 @@ class QuietServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError | TimeoutError):
             return
         super().handle_error(request, client_address)
-
-
-class Closing:
-    """`with x:` gives `x` and, however the block ends, calls `x.close()`."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class Started(Closing):

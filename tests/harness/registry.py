@@ -24,11 +24,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import requests
 import yaml
+
+from tests.harness.loopback import Started
 
 __all__ = [
     "ENV_BINARY",
@@ -219,7 +220,7 @@ class AuthRegistry:
         return f"AuthRegistry({self.registry.url}, username={self.username!r})"
 
 
-class RegistryProcess:
+class RegistryProcess(Started):
     """A `docker-registry serve` child process with its own config, storage and log.
 
     Use as a context manager (starts on enter, stops and cleans up on exit) or call
@@ -502,18 +503,6 @@ class RegistryProcess:
         if self._owns_root:
             shutil.rmtree(self._root, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<RegistryProcess {self.url} {state} root={self._root}>"
@@ -603,7 +592,7 @@ class RegistryProcess:
             time.sleep(0.01)
 
 
-class CraneRegistry:
+class CraneRegistry(Started):
     """go-containerregistry's registry (`crane registry serve`, `make go-tools`) on a free
     127.0.0.1 port, blobs in a temporary `--disk` folder, manifests in memory.
 
@@ -686,18 +675,6 @@ class CraneRegistry:
             _LIVE.discard(proc)
             self._proc = None
         shutil.rmtree(self._root, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _kill_leftovers() -> None:
