@@ -94,6 +94,7 @@ def test_error_bodies_headers_and_locations_are_escaped_on_stderr_and_stdout(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     repo = f"{repo_prefix}/app"
+    mine = ["--repository", f"{repo_prefix}/.*"]  # not the whole session registry, thrice
     pusher.push_image(repo, "v1", created=datetime.now(UTC) - DAY)
     header_text = "registry/2.0\x1b[2J\x9b"  # a header travels as latin-1: no U+202E in it
     body = json.dumps({"errors": [{"code": "DENIED\x1b", "message": HOSTILE}]}).encode()
@@ -123,7 +124,7 @@ def test_error_bodies_headers_and_locations_are_escaped_on_stderr_and_stdout(
                 headers={"Content-Type": "application/json"},
             )
         )
-        code, _, err = _run(["plan", "-p", str(policy)], capsys)
+        code, _, err = _run(["plan", "-p", str(policy), *mine], capsys)
         assert code == 1
         assert "HTTP 400: \\x1b[2J\\x0d  - latest  sha256:forged\\x9b\\u202e" in err
         assert "DENIED\\x1b" in err
@@ -134,14 +135,14 @@ def test_error_bodies_headers_and_locations_are_escaped_on_stderr_and_stdout(
             proxy.add(
                 Fault("status", path="/blobs/", status=307, times=1, headers={"Location": location})
             )
-            code, _, err = _run(["plan", "-p", str(policy), "--no-cache"], capsys)
+            code, _, err = _run(["plan", "-p", str(policy), "--no-cache", *mine], capsys)
             assert code == 1
             assert "Location header that is not a UTF-8 URL" in err
             proxy.clear()
 
         location = "ftp://evil/\x1bc\xc2\x9b\xe2\x80\xae"  # parses: our check refuses it
         proxy.add(Fault("status", path="/blobs/", status=307, headers={"Location": location}))
-        code, _, err = _run(["plan", "-p", str(policy), "--no-cache"], capsys)
+        code, _, err = _run(["plan", "-p", str(policy), "--no-cache", *mine], capsys)
         assert code == 1
         assert "redirect to a non-http URL" in err
         assert "ftp://evil/\\x1bc\\x9b\\u202e" in err
