@@ -68,7 +68,7 @@ def throw_away_manifest(repository: str, tag: str, nonce: str) -> bytes:
 def is_throw_away(raw: bytes) -> bool:
     """Whether `raw` is a throw-away manifest of retention's (`throw_away_manifest`)."""
     try:
-        doc = json.loads(raw)
+        doc = oci.load_json(raw)  # bytes from the registry: deep JSON is a ValueError too
     except ValueError:
         return False
     return (
