@@ -64,6 +64,12 @@ class RunOutcome:
     gone: int = 0  # already deleted by someone else (404 on DELETE)
     failed: int = 0
     bytes_deleted: int = 0
+    # untags (settings.untag): planned, done (untagged, already gone or resumed), skipped as
+    # stale or kept by the policy now, failed
+    untags_planned: int = 0
+    untagged: int = 0
+    untags_skipped: int = 0
+    untags_failed: int = 0
     gc_command: tuple[str, ...] | None = None  # None: garbage collection did not run
     gc_exit_code: int | None = None
     gc_output: str | None = None
@@ -128,6 +134,7 @@ class HistoryRecord:
                 "images_deleted": o.images_planned,
                 "bytes_reclaimable": o.bytes_reclaimable,
             },
+            **({} if o is None or not o.untags_planned else {"untags": _untags_document(o)}),
             "deleted": None if o is None else o.deleted,
             "stale": None if o is None else o.stale,
             "gone": None if o is None else o.gone,
@@ -165,6 +172,7 @@ class HistoryRecord:
                     gc_output=gc.get("output"),
                     gc_bytes_freed=gc.get("bytes_freed"),
                     gc_error=gc.get("error"),
+                    **_untags_from(doc.get("untags")),
                     warnings=tuple(str(w) for w in doc["warnings"]),
                     error=doc["error"],
                 )
@@ -185,11 +193,39 @@ class HistoryRecord:
             raise ScheduleError(f"not a run record: {exc!r}") from exc
 
 
+def _untags_document(o: RunOutcome) -> dict[str, int]:
+    # written only for a plan with untags, so the lines of every other run stay as they were
+    return {
+        "planned": o.untags_planned,
+        "untagged": o.untagged,
+        "skipped": o.untags_skipped,
+        "failed": o.untags_failed,
+    }
+
+
+def _untags_from(doc: Any) -> dict[str, int]:
+    """The untag counts of a history line; none (all 0) in a line without `untags`."""
+    if doc is None:
+        return {}
+    fields = {"planned": "untags_planned", "untagged": "untagged", "skipped": "untags_skipped",
+              "failed": "untags_failed"}  # fmt: skip
+    if not isinstance(doc, dict) or set(doc) != set(fields):
+        raise ValueError(f"untags must be an object with {sorted(fields)}")
+    counts = {}
+    for key, name in fields.items():
+        value = doc[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"untags.{key} must be a whole number")
+        counts[name] = value
+    return counts
+
+
 def status_of(outcome: RunOutcome) -> RunStatus:
-    """ok; partial when some deletions failed; failed when apply stopped or gc failed."""
+    """ok; partial when some deletions or untags failed; failed when apply stopped or gc
+    failed."""
     if outcome.gc_failed or outcome.error is not None:
         return "failed"
-    if outcome.failed:
+    if outcome.failed or outcome.untags_failed:
         return "partial"
     return "ok"
 
@@ -277,6 +313,9 @@ _METRICS: tuple[tuple[str, str, str], ...] = (
     ("retention_images_deleted", "gauge", "Images (manifests) the last run deleted."),
     ("retention_images_stale", "gauge", "Plan entries the last run skipped as stale."),
     ("retention_images_failed", "gauge", "Deletions that failed in the last run."),
+    ("retention_tags_untag_planned", "gauge", "Tags the last run's plan would remove alone."),
+    ("retention_tags_untagged", "gauge", "Tags the last run removed alone (their image kept)."),
+    ("retention_tags_untag_failed", "gauge", "Untags that failed in the last run."),
     ("retention_bytes_reclaimable", "gauge", "Bytes the last run's plan said deletion frees."),
     ("retention_bytes_deleted", "gauge", "Bytes of the images the last run deleted."),
     (
@@ -342,6 +381,9 @@ def render_metrics(
         "retention_images_deleted": o.deleted,
         "retention_images_stale": o.stale,
         "retention_images_failed": o.failed,
+        "retention_tags_untag_planned": o.untags_planned,
+        "retention_tags_untagged": o.untagged,
+        "retention_tags_untag_failed": o.untags_failed,
         "retention_bytes_reclaimable": o.bytes_reclaimable,
         "retention_bytes_deleted": o.bytes_deleted,
         "retention_gc_bytes_freed": o.gc_bytes_freed or 0,

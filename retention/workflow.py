@@ -408,6 +408,7 @@ def scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunOu
         tags_planned=plan.summary.tags_deleted,
         images_planned=plan.summary.images_deleted,
         bytes_reclaimable=plan.summary.bytes_reclaimable,
+        untags_planned=plan.summary.tags_untagged,
         warnings=tuple(warnings),
     )
     if plan.deletions or plan.untags:
@@ -418,7 +419,7 @@ def scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunOu
             # and the next run plans them again.
             warnings.append(f"{stop.reason}: stopped between deletions; the next run goes on")
             error = None
-        # the run history counts images; untags not done are said as a warning
+        # counted in the history; the first untag not done is also said, with its reason
         undone = [u for u in report.untags if u.kind in ("stale", "kept", "failed")]
         if undone:
             first = f"{undone[0].untag.repository}:{undone[0].untag.tag}: {undone[0].reason}"
@@ -429,6 +430,9 @@ def scheduled_run(policy: Policy, *, stop: StopFlag, gc_timeout: float) -> RunOu
             stale=report.count("stale"),
             gone=report.count("gone"),
             failed=report.count("failed"),
+            untagged=sum(report.untag_count(k) for k in ("untagged", "gone", "resumed")),
+            untags_skipped=report.untag_count("stale") + report.untag_count("kept"),
+            untags_failed=report.untag_count("failed"),
             bytes_deleted=report.bytes_reclaimable,
             warnings=tuple(warnings),
             error=error,

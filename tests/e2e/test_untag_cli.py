@@ -233,18 +233,21 @@ def test_a_scheduled_run_untags_and_warns_of_untags_not_done(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`schedule --once` applies a plan that only untags; its history counts images, so an
-    untag not done is a warning of the run (here: a read-only registry refuses the push)."""
+    """`schedule --once` applies a plan that only untags; the history counts the untags, and a
+    failed one makes the run partial, as a failed deletion does, and is said as a warning (here:
+    a read-only registry refuses the push)."""
     _push(fresh_pusher, "team/app")
     policy = _policy(tmp_path / "p.yaml", fresh_registry.url, "team")
     history = tmp_path / "history.jsonl"
     argv = ["schedule", "-p", str(policy), "--once", "--history", str(history)]
     fresh_registry.restart(readonly=True)
 
-    assert main(argv) == 0
+    assert main(argv) == 3
 
     (record,) = read_history(history)
-    assert record.outcome is not None
+    assert record.status == "partial" and record.outcome is not None
+    assert (record.outcome.untags_planned, record.outcome.untagged) == (1, 0)
+    assert record.outcome.untags_failed == 1
     (warning,) = [w for w in record.outcome.warnings if "untag(s) not done" in w]
     assert warning.startswith("1 untag(s) not done (failed team/app:build-1: ")
     assert "refuses uploads" in warning
@@ -252,4 +255,11 @@ def test_a_scheduled_run_untags_and_warns_of_untags_not_done(
     capsys.readouterr()
     assert main(argv) == 0
     assert list_tags(fresh_registry.url, "team/app") == ["build-2", "stable"]
-    assert [w for w in read_history(history)[-1].outcome.warnings if "untag" in w] == []  # type: ignore[union-attr]
+    again = read_history(history)[-1]
+    assert again.status == "ok" and again.outcome is not None
+    assert (again.outcome.untags_planned, again.outcome.untagged, again.outcome.untags_failed) == (
+        1,
+        1,
+        0,
+    )
+    assert [w for w in again.outcome.warnings if "untag" in w] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -354,3 +355,55 @@ def test_an_unopenable_lock_path_is_a_schedule_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(ScheduleError, match="cannot open lock file"), acquire_lock(blocker / "l"):
         pass
+
+
+# --- untags (settings.untag) -----------------------------------------------------------------
+
+UNTAGS = dataclasses.replace(FULL, untags_planned=4, untagged=2, untags_skipped=1, untags_failed=1)
+
+
+def test_untag_counts_round_trip_and_appear_only_for_a_plan_with_untags() -> None:
+    with_untags = record(0, outcome=UNTAGS)
+    doc = with_untags.to_document()
+    assert doc["untags"] == {"planned": 4, "untagged": 2, "skipped": 1, "failed": 1}
+    assert HistoryRecord.from_document(json.loads(json.dumps(doc))) == with_untags
+    assert "untags" not in record(0).to_document()  # the lines of other runs are as they were
+
+
+@pytest.mark.parametrize(
+    "untags",
+    [
+        [],
+        {"planned": 1},
+        {"planned": 1, "untagged": 1, "skipped": 0, "failed": -1},
+        {"planned": 1, "untagged": True, "skipped": 0, "failed": 0},
+        {"planned": 1, "untagged": "1", "skipped": 0, "failed": 0},
+    ],
+    ids=["not-an-object", "missing-counts", "negative", "boolean", "string"],
+)
+def test_malformed_untag_counts_are_not_a_run_record(untags: object) -> None:
+    doc = {**record(0, outcome=UNTAGS).to_document(), "untags": untags}
+    with pytest.raises(ScheduleError, match="not a run record"):
+        HistoryRecord.from_document(doc)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status"),
+    [
+        (dataclasses.replace(FULL, untags_planned=2, untagged=2), "ok"),
+        (dataclasses.replace(FULL, untags_planned=2, untagged=1, untags_skipped=1), "ok"),
+        (UNTAGS, "partial"),
+    ],
+    ids=["all-untagged", "one-stale", "one-failed"],
+)
+def test_a_failed_untag_makes_the_run_partial(outcome: RunOutcome, status: str) -> None:
+    assert status_of(outcome) == status
+
+
+def test_untag_metrics_are_always_written() -> None:
+    values = parse_exposition(render_metrics(record(0, outcome=UNTAGS), "p"))
+    assert values["retention_tags_untag_planned"] == 4
+    assert values["retention_tags_untagged"] == 2
+    assert values["retention_tags_untag_failed"] == 1
+    none = parse_exposition(render_metrics(record(0), "p"))
+    assert none["retention_tags_untagged"] == 0  # present at 0: alerts need no absent() guard
