@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -90,16 +91,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
 
 
+def _unavailable(message: str) -> NoReturn:
+    """A registry or client the test needs is missing: a failure in CI (CI=true), where nothing
+    may be skipped; a skip on a laptop without Go or Debian's docker-registry."""
+    if _in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def real_clients() -> None:
     """regctl, oras and cosign are built: skip (laptop) or fail (CI=true) when one is not."""
     missing = _missing_clients()
     if not missing:
         return
-    message = f"no {', '.join(missing)} in {TOOLS_BIN}: run `make go-tools` (needs Go)"
-    if _in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    _unavailable(f"no {', '.join(missing)} in {TOOLS_BIN}: run `make go-tools` (needs Go)")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -130,9 +136,7 @@ def registry_kind(request: pytest.FixtureRequest) -> RegistryKind:
         f"registry {kind.id}: {problem}. Install docker-registry (`sudo apt-get install "
         f"docker-registry`, or point {ENV_BINARY} at a registry binary) and run `make go-tools`."
     )
-    if _in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    _unavailable(message)
 
 
 @pytest.fixture(scope="session")
@@ -161,10 +165,7 @@ def tag_registry() -> Iterator[CraneRegistry]:
     repositories with `repo_prefix`. Skip (laptop) or fail (CI=true) without the binary."""
     binary = tool_binary("crane")
     if binary is None:
-        message = f"no {TOOLS_BIN / 'crane'}: run `make go-tools` (needs Go)"
-        if _in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        _unavailable(f"no {TOOLS_BIN / 'crane'}: run `make go-tools` (needs Go)")
     with CraneRegistry(binary) as process:
         yield process
 
