@@ -440,23 +440,53 @@ def _refuse(*args: object, **kwargs: object) -> None:
     raise AssertionError("this path must not run")
 
 
+def _in_a_fresh_interpreter(script: str) -> None:
+    """Run `script` in a new Python. The read forks its workers only where no other thread runs
+    (docs/decisions.md, "Storage inventory: speed"), and this test process holds the threads of
+    earlier tests (watchdogs, servers): here the read would stay in-process and, for the test of
+    a dying worker, end the test run itself."""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+_READ = (
+    "from datetime import datetime\n"
+    "from retention.storage import read\n"
+    "def refuse(*args, **kwargs):\n"
+    "    raise AssertionError('this path must not run')\n"
+    "def take(processes):\n"
+    "    return read.take_storage_inventory(\n"
+    "        {root!r}, registry='http://127.0.0.1:1', now=datetime.fromisoformat({now!r}),\n"
+    "        processes=processes)\n"
+)
+
+
 def test_worker_processes_read_what_one_process_reads(
-    fresh_registry: RegistryProcess, seeded: dict[str, Pushed], monkeypatch: pytest.MonkeyPatch
+    fresh_registry: RegistryProcess, seeded: dict[str, Pushed]
 ) -> None:
-    with monkeypatch.context() as m:
-        m.setattr(storage_read, "_in_workers", _refuse)
-        alone = _storage(fresh_registry.storage_dir, processes=1)
-    with monkeypatch.context() as m:
-        m.setattr(storage_read, "_in_process", _refuse)
-        shared = _storage(fresh_registry.storage_dir, processes=2)
-    assert [r.name for r in shared.repositories] == ["s/app", "s/nested/deeper/repo"]
-    assert shared == alone
-    assert shared.warnings == alone.warnings
-    # one Blob value per blob, however many images list it (the shared base layer)
-    app = _repo(shared, "s/app")
     layer = seeded["oci"].layer_digests[0]
-    holders = [b for i in app.images for b in i.blobs if b.digest == layer]
-    assert len(holders) >= 2 and all(b is holders[0] for b in holders)
+    script = _READ.format(root=str(fresh_registry.storage_dir), now=NOW.isoformat()) + (
+        "in_workers = read._in_workers\n"
+        "read._in_workers = refuse\n"
+        "alone = take(1)\n"
+        "read._in_workers, read._in_process = in_workers, refuse\n"
+        "shared = take(2)\n"
+        "names = [r.name for r in shared.repositories]\n"
+        "assert names == ['s/app', 's/nested/deeper/repo'], names\n"
+        "assert shared == alone and shared.warnings == alone.warnings\n"
+        "# one Blob value per blob, however many images list it (the shared base layer)\n"
+        "(app,) = [r for r in shared.repositories if r.name == 's/app']\n"
+        f"holders = [b for i in app.images for b in i.blobs if b.digest == {layer!r}]\n"
+        "assert len(holders) >= 2 and all(b is holders[0] for b in holders), holders\n"
+    )
+    _in_a_fresh_interpreter(script)
 
 
 def test_with_other_threads_running_the_storage_is_read_in_this_process(
@@ -476,15 +506,23 @@ def test_with_other_threads_running_the_storage_is_read_in_this_process(
 
 
 def test_a_worker_process_that_dies_is_a_clear_error(
-    fresh_registry: RegistryProcess, seeded: dict[str, Pushed], monkeypatch: pytest.MonkeyPatch
+    fresh_registry: RegistryProcess, seeded: dict[str, Pushed]
 ) -> None:
-    def die(*args: object) -> None:
-        os._exit(9)  # as the kernel's out-of-memory killer would end it
-
-    monkeypatch.setattr(storage_read, "read_repository", die)  # the forked workers inherit it
-    with pytest.raises(StorageError, match="ended unexpectedly") as caught:
-        _storage(fresh_registry.storage_dir, processes=2)
-    assert "hint:" in caught.value.diagnostics()
+    script = _READ.format(root=str(fresh_registry.storage_dir), now=NOW.isoformat()) + (
+        "import os\n"
+        "from retention.storage import StorageError\n"
+        "read._in_process = refuse\n"
+        "# as the kernel's out-of-memory killer would end it; the forked workers inherit this\n"
+        "read.read_repository = lambda *args: os._exit(9)\n"
+        "try:\n"
+        "    take(2)\n"
+        "except StorageError as exc:\n"
+        "    text = exc.diagnostics()\n"
+        "    assert 'ended unexpectedly' in text and 'hint:' in text, text\n"
+        "else:\n"
+        "    raise AssertionError('no StorageError')\n"
+    )
+    _in_a_fresh_interpreter(script)
 
 
 def test_threads_are_counted_by_the_system_and_without_proc_by_threading(
