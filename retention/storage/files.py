@@ -82,17 +82,8 @@ class Files:
         """A folder's entries sorted by name, none of them a symbolic link; [] when it does
         not exist. `listed`: the folder came from its parent's listing as a folder (not a
         link), so it is not looked at again before it is opened."""
-        if not listed:
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
-                return []
-            except OSError as exc:
-                raise os_error(path, exc) from exc
-            if stat.S_ISLNK(st.st_mode):
-                raise is_a_link(path)
-            if not stat.S_ISDIR(st.st_mode):
-                raise not_a_folder(path)
+        if not listed and not self.check_folder(path):
+            return []
         try:
             with os.scandir(path) as it:
                 found = list(it)
